@@ -1,0 +1,477 @@
+#include "bpf/exit_monitor.h"
+
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include <dirent.h>
+#include <malloc.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+
+#include <fmt/format.h>
+
+#include "absl/cleanup/cleanup.h"
+#include "base/errno_status.h"
+#include "bpf/bpffs.h"
+#include "bpf/exit_monitor.skel.h"
+#include "bpf/exit_monitor_abi.h"
+#include "bpf/pidfd.h"
+
+namespace bpf {
+namespace {
+
+constexpr char kVmlinuxBtf[] = "/sys/kernel/btf/vmlinux";
+constexpr char kExitLink[] = "exit_link";  // pinned last: its presence means complete
+constexpr char kForkLink[] = "fork_link";
+constexpr std::string_view kLoadingPrefix = "loading_";  // a private dir, pinned into
+constexpr char kPrivilegeHint[] =
+    "needs root, or CAP_BPF + CAP_PERFMON (and CAP_SYS_ADMIN to mount bpffs); "
+    "also check kernel.unprivileged_bpf_disabled and kernel lockdown";
+
+// --- libbpf log routing -----------------------------------------------------
+
+std::function<void(std::string_view)>* g_log_sink = nullptr;
+thread_local std::string* g_log_capture = nullptr;
+
+int LibbpfPrint(enum libbpf_print_level level, const char* format, va_list args) {
+  char buf[1024];
+  int n = std::vsnprintf(buf, sizeof(buf), format, args);
+  if (n < 0) return 0;
+  std::string_view line(buf, std::min<size_t>(n, sizeof(buf) - 1));
+  if (g_log_capture && level <= LIBBPF_WARN) {
+    g_log_capture->append(line);
+    // Only the tail matters: it holds the verifier's verdict.
+    if (g_log_capture->size() > 4096) g_log_capture->erase(0, g_log_capture->size() - 4096);
+  }
+  if (g_log_sink) (*g_log_sink)(line);
+  return n;
+}
+
+void InstallLibbpfPrint() {
+  static std::once_flag once;
+  std::call_once(once, [] { libbpf_set_print(&LibbpfPrint); });
+}
+
+// Collects libbpf's warnings while alive, to quote them in an error.
+class LibbpfCapture {
+ public:
+  LibbpfCapture() { g_log_capture = &text_; }
+  ~LibbpfCapture() { g_log_capture = nullptr; }
+  const std::string& text() const { return text_; }
+
+ private:
+  std::string text_;
+};
+
+absl::Status BpfError(std::string_view what, int err, const LibbpfCapture* log = nullptr) {
+  if (err == EPERM || err == EACCES) {
+    return absl::PermissionDeniedError(fmt::format("{}: {}: {}", what, std::strerror(err),
+                                                   kPrivilegeHint));
+  }
+  absl::Status s = base::ErrnoStatus(what, err);
+  if (log && !log->text().empty()) {
+    return absl::Status(s.code(), fmt::format("{}; libbpf said:\n{}", std::string(s.message()), log->text()));
+  }
+  return s;
+}
+
+// --- records ----------------------------------------------------------------
+
+int64_t Nanos(clockid_t clock) {
+  timespec ts;
+  ::clock_gettime(clock, &ts);
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+
+ExitRecord ToRecord(const em_exit& e) {
+  // The kernel stamps boot time, which suspend cannot skew; containerd
+  // wants wall-clock time.
+  int64_t boot_to_real = Nanos(CLOCK_REALTIME) - Nanos(CLOCK_BOOTTIME);
+  return ExitRecord{
+      .pid = static_cast<pid_t>(e.pid),
+      .wait_status = static_cast<int>(e.status),
+      .start_boottime = e.start_boottime,
+      .exit_boottime = e.exit_boottime,
+      .exited_at_ns = static_cast<int64_t>(e.exit_boottime) + boot_to_real,
+  };
+}
+
+absl::StatusOr<size_t> CountEntries(int map_fd) {
+  uint32_t key = 0, next;
+  size_t n = 0;
+  for (const void* prev = nullptr; bpf_map_get_next_key(map_fd, prev, &next) == 0; prev = &key) {
+    key = next;
+    ++n;
+  }
+  if (errno != ENOENT) return base::ErrnoStatus("iterate BPF map");
+  return n;
+}
+
+absl::StatusOr<em_stats> ReadStats(int stats_fd) {
+  uint32_t zero = 0;
+  em_stats s{};
+  if (bpf_map_lookup_elem(stats_fd, &zero, &s) != 0) return base::ErrnoStatus("read stats map");
+  return s;
+}
+
+// --- loading ----------------------------------------------------------------
+
+// Linux 6.16 added group_dead to sched_process_exit; the kernel's BTF of
+// the tracepoint's function type tells which signature runs here.
+absl::StatusOr<bool> TracepointHasGroupDead() {
+  if (::access(kVmlinuxBtf, R_OK) != 0) {
+    return absl::FailedPreconditionError(fmt::format(
+        "kernel BTF not found at {} ({}): the exit monitor needs a kernel built with "
+        "CONFIG_DEBUG_INFO_BTF=y",
+        kVmlinuxBtf, std::strerror(errno)));
+  }
+  std::unique_ptr<struct btf, void (*)(struct btf*)> btf(btf__load_vmlinux_btf(), &btf__free);
+  if (!btf) return base::ErrnoStatus(fmt::format("parse {}", kVmlinuxBtf));
+  int id = btf__find_by_name_kind(btf.get(), "btf_trace_sched_process_exit", BTF_KIND_TYPEDEF);
+  if (id < 0) {
+    return absl::FailedPreconditionError(
+        "the kernel has no sched_process_exit tracepoint in its BTF: the exit monitor needs "
+        "Linux >= 5.5 with CONFIG_TRACEPOINTS and CONFIG_DEBUG_INFO_BTF");
+  }
+  const btf_type* t = btf__type_by_id(btf.get(), btf__type_by_id(btf.get(), id)->type);
+  if (t && btf_is_ptr(t)) t = btf__type_by_id(btf.get(), t->type);
+  if (!t || !btf_is_func_proto(t)) {
+    return absl::FailedPreconditionError("btf_trace_sched_process_exit is not a function pointer");
+  }
+  // (void *data, struct task_struct *p[, bool group_dead])
+  return btf_vlen(t) >= 3;
+}
+
+// Loads, attaches and pins the program into pin_dir. Pins go to a private
+// directory first and are renamed into place, so pin_dir is either complete
+// or absent, and of two concurrent loaders exactly one wins.
+absl::Status LoadAndPin(const std::string& instance_dir, const std::string& pin_dir) {
+  auto group_dead = TracepointHasGroupDead();
+  if (!group_dead.ok()) return group_dead.status();
+
+  // bpffs refuses names with a dot in them.
+  std::string tmp = fmt::format("{}/{}{}", instance_dir, kLoadingPrefix, ::getpid());
+  if (auto s = RemoveTree(tmp); !s.ok()) return s;
+  if (::mkdir(tmp.c_str(), 0700) != 0) return base::ErrnoStatus(fmt::format("mkdir {}", tmp));
+  absl::Cleanup remove_tmp = [&tmp] { (void)RemoveTree(tmp); };
+
+  LibbpfCapture log;
+  std::unique_ptr<exit_monitor_bpf, void (*)(exit_monitor_bpf*)> skel(exit_monitor_bpf__open(),
+                                                                       &exit_monitor_bpf__destroy);
+  if (!skel) return BpfError("open BPF object", errno, &log);
+  bpf_program__set_autoload(
+      *group_dead ? skel->progs.exit_signal_live : skel->progs.exit_group_dead_arg, false);
+  if (int err = exit_monitor_bpf__load(skel.get()); err != 0) {
+    return BpfError("load exit monitor BPF program", -err, &log);
+  }
+  if (int err = exit_monitor_bpf__attach(skel.get()); err != 0) {
+    return BpfError("attach to sched_process_exit/sched_process_fork", -err, &log);
+  }
+  bpf_link* exit_link =
+      *group_dead ? skel->links.exit_group_dead_arg : skel->links.exit_signal_live;
+
+  const std::pair<bpf_map*, const char*> maps[] = {{skel->maps.tracked, "tracked"},
+                                                   {skel->maps.exited, "exited"},
+                                                   {skel->maps.events, "events"},
+                                                   {skel->maps.stats, "stats"}};
+  for (auto [map, name] : maps) {
+    std::string path = fmt::format("{}/{}", tmp, name);
+    if (int err = bpf_map__pin(map, path.c_str()); err != 0) {
+      return BpfError(fmt::format("pin {}", path), -err, &log);
+    }
+  }
+  const std::pair<bpf_link*, const char*> links[] = {{skel->links.on_fork, kForkLink},
+                                                     {exit_link, kExitLink}};
+  for (auto [link, name] : links) {
+    std::string path = fmt::format("{}/{}", tmp, name);
+    if (int err = bpf_link__pin(link, path.c_str()); err != 0) {
+      return BpfError(fmt::format("pin {}", path), -err, &log);
+    }
+  }
+  if (::rename(tmp.c_str(), pin_dir.c_str()) != 0) {
+    if (errno == ENOTEMPTY || errno == EEXIST) return absl::OkStatus();  // another loader won
+    return base::ErrnoStatus(fmt::format("rename {} to {}", tmp, pin_dir));
+  }
+  return absl::OkStatus();
+}
+
+bool Exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
+
+}  // namespace
+
+int ExitCode(int wait_status) {
+  if (WIFSIGNALED(wait_status)) return 128 + WTERMSIG(wait_status);
+  return WEXITSTATUS(wait_status);
+}
+
+void SetLibbpfLogSink(std::function<void(std::string_view)> sink) {
+  InstallLibbpfPrint();
+  static std::function<void(std::string_view)> stored;
+  stored = std::move(sink);
+  g_log_sink = stored ? &stored : nullptr;
+}
+
+const std::string& ExitMonitor::Version() {
+  static const std::string version = [] {
+    size_t size = 0;
+    auto* p = static_cast<const unsigned char*>(exit_monitor_bpf__elf_bytes(&size));
+    uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a: any change to the object renames the pins
+    for (size_t i = 0; i < size; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
+    return fmt::format("{:016x}", h);
+  }();
+  return version;
+}
+
+void ExitMonitor::RingDeleter::operator()(ring_buffer* rb) const { ring_buffer__free(rb); }
+
+ExitMonitor::ExitMonitor(std::string instance_dir, std::string pin_dir, bool reopened)
+    : instance_dir_(std::move(instance_dir)), pin_dir_(std::move(pin_dir)), reopened_(reopened) {}
+
+ExitMonitor::~ExitMonitor() = default;
+
+absl::StatusOr<std::unique_ptr<ExitMonitor>> ExitMonitor::Open(std::string instance_dir) {
+  InstallLibbpfPrint();
+  while (instance_dir.size() > 1 && instance_dir.back() == '/') instance_dir.pop_back();
+  if (auto s = EnsureBpffsMounted(); !s.ok()) return s;
+  if (auto s = MakeDirs(instance_dir, 0700); !s.ok()) return s;
+  if (!IsBpffs(instance_dir)) {
+    return absl::InvalidArgumentError(
+        fmt::format("{} is not on a bpffs: pins must live under {}", instance_dir, kBpffsRoot));
+  }
+  std::string pin_dir = fmt::format("{}/{}", instance_dir, Version());
+  bool reopened = Exists(fmt::format("{}/{}", pin_dir, kExitLink));
+  if (!reopened) {
+    // A directory without the link pin is debris of an interrupted removal.
+    if (auto s = RemoveTree(pin_dir); !s.ok()) return s;
+    if (auto s = LoadAndPin(instance_dir, pin_dir); !s.ok()) return s;
+    // Loading parsed the kernel's BTF (MBs of heap); give it back, the
+    // monitor lives as long as the shim.
+    ::malloc_trim(0);
+  }
+  // Both paths end here: the monitor only ever holds fds from bpf_obj_get.
+  std::unique_ptr<ExitMonitor> m(new ExitMonitor(std::move(instance_dir), pin_dir, reopened));
+  if (auto s = m->OpenPins(); !s.ok()) return s;
+  return m;
+}
+
+absl::Status ExitMonitor::OpenPins() {
+  const std::pair<const char*, base::UniqueFd*> pins[] = {
+      {"tracked", &tracked_}, {"exited", &exited_},    {"events", &events_},
+      {"stats", &stats_},     {kExitLink, &exit_link_}, {kForkLink, &fork_link_}};
+  for (auto [name, fd] : pins) {
+    std::string path = fmt::format("{}/{}", pin_dir_, name);
+    fd->Reset(bpf_obj_get(path.c_str()));
+    if (!fd->valid()) return BpfError(fmt::format("open pin {}", path), errno);
+  }
+  ring_.reset(ring_buffer__new(events_.get(), &ExitMonitor::OnRingEvent, this, nullptr));
+  if (!ring_) return BpfError("map exit event ring buffer", errno);
+  // Drops that predate us are covered by Replay().
+  auto stats = ReadStats(stats_.get());
+  if (!stats.ok()) return stats.status();
+  ringbuf_full_seen_ = stats->ringbuf_full;
+  return absl::OkStatus();
+}
+
+absl::Status ExitMonitor::Insert(pid_t pid, uint64_t start_boottime, pid_t spawner, int budget) {
+  if (pid <= 0) return absl::InvalidArgumentError(fmt::format("bad pid {}", pid));
+  uint32_t key = pid;
+  em_tracked value{.start_boottime = start_boottime,
+                   .spawner = static_cast<uint32_t>(spawner),
+                   .budget = budget};
+  if (bpf_map_update_elem(tracked_.get(), &key, &value, BPF_ANY) != 0) {
+    if (errno == E2BIG) {
+      return absl::ResourceExhaustedError(
+          fmt::format("track pid {}: tracked map full ({} entries)", pid, EM_MAX_TRACKED));
+    }
+    return base::ErrnoStatus(fmt::format("track pid {}", pid));
+  }
+  // The process may have died before the entry existed; then nobody would
+  // ever report it. Say so instead.
+  auto state = ProbeProcess(pid, start_boottime);
+  if (!state.ok()) return state.status();
+  if (*state == ProcessState::kRunning) return absl::OkStatus();
+  if (bpf_map_delete_elem(tracked_.get(), &key) != 0 && errno == ENOENT) {
+    return absl::OkStatus();  // the program saw the exit after all: it is reported
+  }
+  return absl::FailedPreconditionError(fmt::format(
+      "pid {} {} before it was tracked: its exit status cannot be observed", pid,
+      *state == ProcessState::kGone ? "had exited (or is another process)" : "was already exiting"));
+}
+
+absl::Status ExitMonitor::Track(pid_t pid, uint64_t start_boottime) {
+  return Insert(pid, start_boottime, 0, 0);
+}
+
+absl::Status ExitMonitor::Track(pid_t pid) {
+  auto start = ReadStartBoottime(pid);
+  if (!start.ok()) return start.status();
+  return Track(pid, *start);
+}
+
+absl::Status ExitMonitor::TrackSpawner(pid_t pid, uint64_t start_boottime, int max_descendants) {
+  return Insert(pid, start_boottime, pid, max_descendants);
+}
+
+absl::Status ExitMonitor::TrackSpawner(pid_t pid, int max_descendants) {
+  auto start = ReadStartBoottime(pid);
+  if (!start.ok()) return start.status();
+  return TrackSpawner(pid, *start, max_descendants);
+}
+
+absl::Status ExitMonitor::Untrack(pid_t pid) {
+  uint32_t key = pid;
+  if (bpf_map_delete_elem(tracked_.get(), &key) != 0) {
+    return base::ErrnoStatus(fmt::format("untrack pid {}", pid));
+  }
+  return absl::OkStatus();
+}
+
+int ExitMonitor::OnRingEvent(void* ctx, void* data, size_t size) {
+  static_cast<ExitMonitor*>(ctx)->OnEvent(data, size);
+  return 0;
+}
+
+void ExitMonitor::OnEvent(const void* data, size_t size) {
+  em_exit e;
+  if (size < sizeof(e)) return;
+  std::memcpy(&e, data, sizeof(e));
+  // An event whose record was stored may be a repeat of one a map scan
+  // delivered; an unstored one has no other copy and cannot repeat.
+  if (!(e.flags & EM_EXIT_NOT_STORED)) {
+    auto [it, inserted] = seen_.try_emplace(Key{e.pid, e.start_boottime}, kPending);
+    if (!inserted) {
+      it->second &= ~kRingOutstanding;
+      if (it->second == 0) seen_.erase(it);
+      return;
+    }
+  }
+  ++delivered_;
+  (*draining_)(ToRecord(e));
+}
+
+absl::StatusOr<size_t> ExitMonitor::Drain(const ExitCallback& cb) {
+  draining_ = &cb;
+  delivered_ = 0;
+  int n = ring_buffer__consume(ring_.get());
+  draining_ = nullptr;
+  if (n < 0) return base::ErrnoStatus("consume exit events", -n);
+
+  // A full ring buffer drops events but not records: catch up from the map.
+  auto stats = ReadStats(stats_.get());
+  if (!stats.ok()) return stats.status();
+  if (stats->ringbuf_full != ringbuf_full_seen_) {
+    ringbuf_full_seen_ = stats->ringbuf_full;
+    auto records = ScanExited();
+    if (!records.ok()) return records.status();
+    for (const ExitRecord& r : *records) {
+      ++delivered_;
+      cb(r);
+    }
+  }
+  return delivered_;
+}
+
+absl::StatusOr<std::vector<ExitRecord>> ExitMonitor::ScanExited() {
+  std::vector<ExitRecord> out;
+  uint32_t key = 0, next;
+  for (const void* prev = nullptr; bpf_map_get_next_key(exited_.get(), prev, &next) == 0;
+       prev = &key) {
+    key = next;
+    em_exit e;
+    if (bpf_map_lookup_elem(exited_.get(), &key, &e) != 0) continue;  // forgotten meanwhile
+    // Not delivered yet: the ring buffer may still hold its event.
+    if (seen_.try_emplace(Key{e.pid, e.start_boottime}, kPending | kRingOutstanding).second) {
+      out.push_back(ToRecord(e));
+    }
+  }
+  if (errno != ENOENT) return base::ErrnoStatus("iterate exited map");
+  return out;
+}
+
+absl::StatusOr<std::vector<ExitRecord>> ExitMonitor::Replay() { return ScanExited(); }
+
+absl::Status ExitMonitor::Forget(pid_t pid) {
+  uint32_t key = pid;
+  em_exit e;
+  if (bpf_map_lookup_elem(exited_.get(), &key, &e) != 0) {
+    if (errno == ENOENT) return absl::OkStatus();
+    return base::ErrnoStatus(fmt::format("look up exit of pid {}", pid));
+  }
+  if (bpf_map_delete_elem(exited_.get(), &key) != 0 && errno != ENOENT) {
+    return base::ErrnoStatus(fmt::format("forget exit of pid {}", pid));
+  }
+  // Keep the key only while its ring event may still come.
+  if (auto it = seen_.find(Key{pid, e.start_boottime}); it != seen_.end()) {
+    it->second &= ~kPending;
+    if (it->second == 0) seen_.erase(it);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ExitMonitorStats> ExitMonitor::Stats() const {
+  ExitMonitorStats out;
+  out.version = Version();
+  out.pinned = Exists(fmt::format("{}/{}", pin_dir_, kExitLink));
+  out.reopened = reopened_;
+  auto tracked = CountEntries(tracked_.get());
+  if (!tracked.ok()) return tracked.status();
+  out.tracked = *tracked;
+  auto pending = CountEntries(exited_.get());
+  if (!pending.ok()) return pending.status();
+  out.pending_exits = *pending;
+  auto counters = ReadStats(stats_.get());
+  if (!counters.ok()) return counters.status();
+  out.ringbuf_full = counters->ringbuf_full;
+  out.exited_full = counters->exited_full;
+  out.tracked_full = counters->tracked_full;
+  return out;
+}
+
+absl::Status ExitMonitor::Unpin() {
+  if (auto s = RemoveTree(pin_dir_); !s.ok()) return s;
+  // Other versions' pins may still live there; then it stays.
+  if (::rmdir(instance_dir_.c_str()) != 0 && errno != ENOTEMPTY && errno != ENOENT) {
+    return base::ErrnoStatus(fmt::format("rmdir {}", instance_dir_));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ExitMonitor::RemovePins(const std::string& instance_dir) {
+  return RemoveTree(instance_dir);
+}
+
+absl::StatusOr<ExitRecord> ExitMonitor::LookupExited(const std::string& instance_dir, pid_t pid) {
+  // This version first, then any other a previous build left pinned.
+  std::vector<std::string> dirs = {fmt::format("{}/{}", instance_dir, Version())};
+  if (std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(instance_dir.c_str()), &::closedir); d) {
+    while (dirent* e = ::readdir(d.get())) {
+      std::string_view name = e->d_name;
+      if (name[0] != '.' && !name.starts_with(kLoadingPrefix) && name != Version()) {
+        dirs.push_back(fmt::format("{}/{}", instance_dir, e->d_name));
+      }
+    }
+  }
+  for (const std::string& dir : dirs) {
+    std::string path = dir + "/exited";
+    base::UniqueFd fd(bpf_obj_get(path.c_str()));
+    if (!fd) {
+      if (errno == ENOENT) continue;
+      return BpfError(fmt::format("open pin {}", path), errno);
+    }
+    uint32_t key = pid;
+    em_exit e;
+    if (bpf_map_lookup_elem(fd.get(), &key, &e) == 0) return ToRecord(e);
+    if (errno != ENOENT) return base::ErrnoStatus(fmt::format("look up pid {} in {}", pid, path));
+  }
+  return absl::NotFoundError(fmt::format("no exit recorded for pid {} under {}", pid, instance_dir));
+}
+
+}  // namespace bpf

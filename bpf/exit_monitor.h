@@ -1,0 +1,145 @@
+// ExitMonitor: learns the exits of processes the shim is not the parent of,
+// from a pinned eBPF program (bpf/exit_monitor.bpf.c). It knows pids and
+// wait statuses, not containers. Single-threaded: drive it from one loop.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "base/unique_fd.h"
+
+struct ring_buffer;  // libbpf
+
+namespace bpf {
+
+struct ExitRecord {
+  pid_t pid = 0;
+  int wait_status = 0;          // what wait(2) would have returned
+  uint64_t start_boottime = 0;  // ns since boot, exact
+  uint64_t exit_boottime = 0;   // ns since boot
+  int64_t exited_at_ns = 0;     // CLOCK_REALTIME ns, for containerd's exited_at
+};
+
+// containerd's exit code for a wait status: the code, or 128 + signal.
+int ExitCode(int wait_status);
+
+struct ExitMonitorStats {
+  std::string version;      // hash of the BPF object; names the pin directory
+  bool pinned = false;      // the program stays attached without us
+  bool reopened = false;    // found pinned at Open rather than loaded
+  size_t tracked = 0;       // entries in the tracked map
+  size_t pending_exits = 0; // records in the exited map not yet Forget()-ed
+  uint64_t ringbuf_full = 0;  // events dropped (their records are in the map)
+  uint64_t exited_full = 0;   // records not stored (event was the only copy)
+  uint64_t tracked_full = 0;  // descendants of a spawner not tracked
+};
+
+// Routes libbpf's messages (by default it prints to stderr) to `sink`;
+// without a sink they are dropped, except that load errors quote them.
+void SetLibbpfLogSink(std::function<void(std::string_view)> sink);
+
+class ExitMonitor {
+ public:
+  using ExitCallback = std::function<void(const ExitRecord&)>;
+
+  // Descendants a spawner may add before inheritance stops.
+  static constexpr int kDefaultSpawnBudget = 32;
+
+  // Reopens the pins under instance_dir (e.g.
+  // /sys/fs/bpf/containerd-shim-embed-v1/<instance>) if this program version
+  // is pinned there, else loads, attaches and pins it. Mounts bpffs on
+  // /sys/fs/bpf if needed. After a reopen, call Replay().
+  static absl::StatusOr<std::unique_ptr<ExitMonitor>> Open(std::string instance_dir);
+
+  // Read-only lookup of a pinned exit record, loading nothing: for the short
+  // lived `delete` subcommand. NotFound if there is none.
+  static absl::StatusOr<ExitRecord> LookupExited(const std::string& instance_dir, pid_t pid);
+
+  // Removes every pin under instance_dir, all versions, and the directory.
+  static absl::Status RemovePins(const std::string& instance_dir);
+
+  // Hash of the embedded BPF object.
+  static const std::string& Version();
+
+  ~ExitMonitor();
+  ExitMonitor(const ExitMonitor&) = delete;
+  ExitMonitor& operator=(const ExitMonitor&) = delete;
+
+  // Reports the exit of `pid` (a thread group) once it is dead. start_boottime
+  // (see ReadStartBoottime) tells it from a later process reusing the pid.
+  // Fails, rather than missing the exit silently, when the process had
+  // already exited or was exiting.
+  absl::Status Track(pid_t pid, uint64_t start_boottime);
+  absl::Status Track(pid_t pid);  // reads the start time from /proc
+
+  // Like Track, and every process the spawner or its tracked descendants
+  // fork is tracked too, up to max_descendants in all, while the spawner
+  // itself is tracked. Untrack the descendants you do not need.
+  absl::Status TrackSpawner(pid_t pid, uint64_t start_boottime,
+                            int max_descendants = kDefaultSpawnBudget);
+  absl::Status TrackSpawner(pid_t pid, int max_descendants = kDefaultSpawnBudget);
+
+  // Stops tracking; NotFound if not tracked (perhaps it already exited).
+  absl::Status Untrack(pid_t pid);
+
+  // Readable (EPOLLIN) when exits wait to be drained.
+  int fd() const { return events_.get(); }
+
+  // Hands each new exit to `cb`, once per monitor lifetime even when the
+  // ring buffer repeats itself. Returns how many it delivered.
+  absl::StatusOr<size_t> Drain(const ExitCallback& cb);
+
+  // Records in the exited map not delivered yet: after a reopen, the exits
+  // that happened while no monitor ran.
+  absl::StatusOr<std::vector<ExitRecord>> Replay();
+
+  // Deletes the exited record of `pid` once the caller has persisted it.
+  absl::Status Forget(pid_t pid);
+
+  absl::StatusOr<ExitMonitorStats> Stats() const;
+
+  // Removes this version's pins so nothing is left behind; the program stays
+  // attached until the monitor is destroyed.
+  absl::Status Unpin();
+
+  const std::string& pin_dir() const { return pin_dir_; }
+
+ private:
+  struct RingDeleter {
+    void operator()(ring_buffer* rb) const;
+  };
+  using Key = std::pair<pid_t, uint64_t>;  // pid, start_boottime
+  enum : uint8_t {
+    kPending = 1,          // delivered, not yet forgotten
+    kRingOutstanding = 2,  // delivered from the map; the ring copy may follow
+  };
+
+  ExitMonitor(std::string instance_dir, std::string pin_dir, bool reopened);
+  absl::Status OpenPins();
+  absl::Status Insert(pid_t pid, uint64_t start_boottime, pid_t spawner, int budget);
+  absl::StatusOr<std::vector<ExitRecord>> ScanExited();
+  static int OnRingEvent(void* ctx, void* data, size_t size);
+  void OnEvent(const void* data, size_t size);
+
+  std::string instance_dir_;
+  std::string pin_dir_;
+  bool reopened_;
+  base::UniqueFd tracked_, exited_, events_, stats_, exit_link_, fork_link_;
+  std::unique_ptr<ring_buffer, RingDeleter> ring_;
+  absl::flat_hash_map<Key, uint8_t> seen_;
+  uint64_t ringbuf_full_seen_ = 0;
+  const ExitCallback* draining_ = nullptr;  // set only inside Drain
+  size_t delivered_ = 0;
+};
+
+}  // namespace bpf
