@@ -153,8 +153,10 @@ absl::StatusOr<bool> TracepointHasGroupDead() {
 // Loads, attaches and pins the program into pin_dir. Pins go to a private
 // directory first and are renamed into place, so pin_dir is either complete
 // or absent, and of two concurrent loaders exactly one wins.
-absl::Status LoadAndPin(const std::string& instance_dir, const std::string& pin_dir) {
-  auto group_dead = TracepointHasGroupDead();
+absl::Status LoadAndPin(const std::string& instance_dir, const std::string& pin_dir,
+                        ExitFlavour flavour) {
+  absl::StatusOr<bool> group_dead = flavour == ExitFlavour::kGroupDeadArg;
+  if (flavour == ExitFlavour::kAuto) group_dead = TracepointHasGroupDead();
   if (!group_dead.ok()) return group_dead.status();
 
   // bpffs refuses names with a dot in them.
@@ -237,7 +239,8 @@ ExitMonitor::ExitMonitor(std::string instance_dir, std::string pin_dir, bool reo
 
 ExitMonitor::~ExitMonitor() = default;
 
-absl::StatusOr<std::unique_ptr<ExitMonitor>> ExitMonitor::Open(std::string instance_dir) {
+absl::StatusOr<std::unique_ptr<ExitMonitor>> ExitMonitor::Open(std::string instance_dir,
+                                                                OpenOptions options) {
   InstallLibbpfPrint();
   while (instance_dir.size() > 1 && instance_dir.back() == '/') instance_dir.pop_back();
   if (auto s = EnsureBpffsMounted(); !s.ok()) return s;
@@ -251,7 +254,7 @@ absl::StatusOr<std::unique_ptr<ExitMonitor>> ExitMonitor::Open(std::string insta
   if (!reopened) {
     // A directory without the link pin is debris of an interrupted removal.
     if (auto s = RemoveTree(pin_dir); !s.ok()) return s;
-    if (auto s = LoadAndPin(instance_dir, pin_dir); !s.ok()) return s;
+    if (auto s = LoadAndPin(instance_dir, pin_dir, options.flavour); !s.ok()) return s;
     // Loading parsed the kernel's BTF (MBs of heap); give it back, the
     // monitor lives as long as the shim.
     ::malloc_trim(0);

@@ -48,6 +48,15 @@ struct ExitMonitorStats {
 // without a sink they are dropped, except that load errors quote them.
 void SetLibbpfLogSink(std::function<void(std::string_view)> sink);
 
+// Which sched_process_exit program to load. kAuto asks the kernel's BTF;
+// forcing kSignalLive lets tests cover pre-6.16 kernels on a newer one.
+// Only a fresh load looks at it; a reopen keeps what is pinned.
+enum class ExitFlavour { kAuto, kGroupDeadArg, kSignalLive };
+
+struct OpenOptions {
+  ExitFlavour flavour = ExitFlavour::kAuto;
+};
+
 class ExitMonitor {
  public:
   using ExitCallback = std::function<void(const ExitRecord&)>;
@@ -59,7 +68,8 @@ class ExitMonitor {
   // /sys/fs/bpf/containerd-shim-embed-v1/<instance>) if this program version
   // is pinned there, else loads, attaches and pins it. Mounts bpffs on
   // /sys/fs/bpf if needed. After a reopen, call Replay().
-  static absl::StatusOr<std::unique_ptr<ExitMonitor>> Open(std::string instance_dir);
+  static absl::StatusOr<std::unique_ptr<ExitMonitor>> Open(std::string instance_dir,
+                                                           OpenOptions options = {});
 
   // Read-only lookup of a pinned exit record, loading nothing: for the short
   // lived `delete` subcommand. NotFound if there is none.
