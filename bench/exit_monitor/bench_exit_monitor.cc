@@ -30,8 +30,11 @@ int64_t Nanos(clockid_t clock) {
   return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
 }
 
+std::string g_pin_dir;  // removed on every way out
+
 [[noreturn]] void Die(const std::string& what) {
   fmt::print(stderr, "bench_exit_monitor: {}\n", what);
+  if (!g_pin_dir.empty()) (void)ExitMonitor::RemovePins(g_pin_dir);
   std::exit(1);
 }
 
@@ -70,7 +73,10 @@ OpenCost MeasureOpen(const std::string& dir) {
     int64_t t0 = Nanos(CLOCK_MONOTONIC);
     auto m = ExitMonitor::Open(dir);
     OpenCost c{(Nanos(CLOCK_MONOTONIC) - t0) / 1e6, ReadMem()};
-    if (!m.ok()) ::_exit(1);
+    if (!m.ok()) {
+      fmt::print(stderr, "bench_exit_monitor: {}\n", m.status().ToString());
+      ::_exit(1);
+    }
     ::_exit(::write(w.get(), &c, sizeof(c)) == sizeof(c) ? 0 : 1);
   }
   w.Reset();
@@ -114,7 +120,7 @@ double Percentile(std::vector<double> v, double p) {
 int main(int argc, char** argv) {
   int n = argc > 1 ? std::atoi(argv[1]) : 1000;
   std::string dir = fmt::format("/sys/fs/bpf/cse1-bench-{}", ::getpid());
-  (void)ExitMonitor::RemovePins(dir);
+  g_pin_dir = dir;
   Mem baseline = ReadMem();
 
   OpenCost fresh = MeasureOpen(dir);   // loads and pins
