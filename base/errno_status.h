@@ -4,16 +4,18 @@
 
 #include <cerrno>
 #include <cstring>
+#include <string>
 #include <string_view>
 
 #include "absl/status/status.h"
-#include "absl/strings/str_cat.h"
 
 namespace base {
 
 inline absl::Status ErrnoStatus(std::string_view what, int err = errno) {
-  return absl::Status(absl::ErrnoToStatusCode(err),
-                      absl::StrCat(what, ": ", std::strerror(err)));
+  std::string msg(what);
+  msg += ": ";
+  msg += std::strerror(err);
+  return absl::Status(absl::ErrnoToStatusCode(err), msg);
 }
 
 }  // namespace base

@@ -1,0 +1,82 @@
+// Server: serves ttrpc requests on an EventLoop.
+//
+// All socket IO happens on the loop thread. A handler is called on the loop
+// thread and must not block: it replies at once, or hands the work to another
+// thread and replies from there through its Responder. So a 50 ms runc call
+// never delays other requests, and a Wait can stay pending for hours.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "base/unique_fd.h"
+#include "ttrpc/event_loop.h"
+#include "ttrpc/frame.h"
+#include "ttrpc/types.h"
+
+namespace ttrpc {
+
+class ServerCore;
+
+// The one-shot reply to a request. Copies share state; the first Reply()
+// wins and later ones are ignored. Reply() is safe from any thread, also
+// after the client went away or the deadline passed (the reply is dropped).
+class Responder {
+ public:
+  void Reply(absl::StatusOr<std::string> payload) const;
+  bool replied() const;
+
+ private:
+  friend class ServerCore;
+  struct State;
+  explicit Responder(std::shared_ptr<State> state) : state_(std::move(state)) {}
+  std::shared_ptr<State> state_;
+};
+
+using Handler =
+    std::function<void(RequestContext ctx, std::string payload, Responder responder)>;
+
+struct ServerOptions {
+  uint32_t max_message_size = kMaxMessageSize;
+  // Reject peers whose uid differs from ours (SO_PEERCRED), as containerd's
+  // shims do: the socket's file mode is not the only line of defence.
+  bool require_same_uid = true;
+  // Where the server reports protocol errors and rejected peers.
+  std::function<void(std::string_view)> log;
+  // Called on the loop thread when a connection ends, for any reason.
+  std::function<void(uint64_t connection_id)> on_disconnect;
+};
+
+class Server {
+ public:
+  using Options = ServerOptions;
+
+  Server(EventLoop& loop, Options options);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Handlers are looked up by (service, method); register before serving.
+  void Register(std::string service, std::string method, Handler handler);
+
+  // Accepts connections on a listening socket. Loop thread.
+  absl::Status Serve(base::UniqueFd listener);
+  // Serves one already-connected socket. Loop thread.
+  absl::Status AddConnection(base::UniqueFd connection);
+
+  size_t connection_count() const;
+  // Requests received and not yet answered, over all connections.
+  size_t pending_requests() const;
+
+ private:
+  std::shared_ptr<ServerCore> core_;
+};
+
+// Listens on a filesystem unix socket at `path` with mode 0600.
+absl::StatusOr<base::UniqueFd> ListenUnix(const std::string& path);
+
+}  // namespace ttrpc
