@@ -5,12 +5,14 @@
 #include <bpf/libbpf.h>
 #include <dirent.h>
 #include <malloc.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -31,7 +33,11 @@ namespace {
 constexpr char kVmlinuxBtf[] = "/sys/kernel/btf/vmlinux";
 constexpr char kExitLink[] = "exit_link";  // pinned last: its presence means complete
 constexpr char kForkLink[] = "fork_link";
-constexpr std::string_view kLoadingPrefix = "loading_";  // a private dir, pinned into
+// Besides version directories, an instance dir holds only these, named with
+// the owner's pid: a directory being pinned, or one being removed. Both are
+// renamed so that a version directory is always complete or absent.
+constexpr std::string_view kLoadingPrefix = "loading_";
+constexpr std::string_view kRemovingPrefix = "removing_";
 constexpr char kPrivilegeHint[] =
     "needs root, or CAP_BPF + CAP_PERFMON (and CAP_SYS_ADMIN to mount bpffs); "
     "also check kernel.unprivileged_bpf_disabled and kernel lockdown";
@@ -207,6 +213,42 @@ absl::Status LoadAndPin(const std::string& instance_dir, const std::string& pin_
 
 bool Exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
 
+absl::Status RemoveVersionDir(const std::string& instance_dir, const std::string& dir) {
+  static int serial = 0;
+  std::string doomed =
+      fmt::format("{}/{}{}_{}", instance_dir, kRemovingPrefix, ::getpid(), serial++);
+  if (::rename(dir.c_str(), doomed.c_str()) != 0) {
+    if (errno == ENOENT) return absl::OkStatus();
+    return base::ErrnoStatus(fmt::format("rename {} to {}", dir, doomed));
+  }
+  return RemoveTree(doomed);
+}
+
+// Removes what processes that died while pinning or unpinning left behind:
+// a dead loader's directory still holds an attached program.
+void SweepDebris(const std::string& instance_dir) {
+  std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(instance_dir.c_str()), &::closedir);
+  if (!d) return;
+  std::vector<std::string> dead;
+  while (dirent* e = ::readdir(d.get())) {
+    std::string_view name = e->d_name;
+    std::string_view rest;
+    if (name.starts_with(kLoadingPrefix)) rest = name.substr(kLoadingPrefix.size());
+    if (name.starts_with(kRemovingPrefix)) rest = name.substr(kRemovingPrefix.size());
+    pid_t owner = 0;
+    std::from_chars(rest.data(), rest.data() + rest.size(), owner);
+    if (owner > 0 && ::kill(owner, 0) != 0 && errno == ESRCH) {
+      dead.push_back(fmt::format("{}/{}", instance_dir, name));
+    }
+  }
+  for (const std::string& path : dead) (void)RemoveTree(path);
+}
+
+bool IsVersionName(std::string_view name) {
+  return name[0] != '.' && !name.starts_with(kLoadingPrefix) &&
+         !name.starts_with(kRemovingPrefix);
+}
+
 }  // namespace
 
 int ExitCode(int wait_status) {
@@ -249,11 +291,16 @@ absl::StatusOr<std::unique_ptr<ExitMonitor>> ExitMonitor::Open(std::string insta
     return absl::InvalidArgumentError(
         fmt::format("{} is not on a bpffs: pins must live under {}", instance_dir, kBpffsRoot));
   }
+  SweepDebris(instance_dir);
   std::string pin_dir = fmt::format("{}/{}", instance_dir, Version());
-  bool reopened = Exists(fmt::format("{}/{}", pin_dir, kExitLink));
+  bool reopened = Exists(pin_dir);
+  if (reopened && !Exists(fmt::format("{}/{}", pin_dir, kExitLink))) {
+    // We never leave one like that (see kLoadingPrefix): someone else did.
+    return absl::FailedPreconditionError(fmt::format(
+        "{} lacks {}: not a complete set of pins; remove it (ExitMonitor::RemovePins)", pin_dir,
+        kExitLink));
+  }
   if (!reopened) {
-    // A directory without the link pin is debris of an interrupted removal.
-    if (auto s = RemoveTree(pin_dir); !s.ok()) return s;
     if (auto s = LoadAndPin(instance_dir, pin_dir, options.flavour); !s.ok()) return s;
     // Loading parsed the kernel's BTF (MBs of heap); give it back, the
     // monitor lives as long as the shim.
@@ -439,7 +486,7 @@ absl::StatusOr<ExitMonitorStats> ExitMonitor::Stats() const {
 }
 
 absl::Status ExitMonitor::Unpin() {
-  if (auto s = RemoveTree(pin_dir_); !s.ok()) return s;
+  if (auto s = RemoveVersionDir(instance_dir_, pin_dir_); !s.ok()) return s;
   // Other versions' pins may still live there; then it stays.
   if (::rmdir(instance_dir_.c_str()) != 0 && errno != ENOTEMPTY && errno != ENOENT) {
     return base::ErrnoStatus(fmt::format("rmdir {}", instance_dir_));
@@ -448,6 +495,16 @@ absl::Status ExitMonitor::Unpin() {
 }
 
 absl::Status ExitMonitor::RemovePins(const std::string& instance_dir) {
+  std::vector<std::string> versions;
+  if (std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(instance_dir.c_str()), &::closedir); d) {
+    while (dirent* e = ::readdir(d.get())) {
+      if (IsVersionName(e->d_name)) versions.push_back(fmt::format("{}/{}", instance_dir, e->d_name));
+    }
+  }
+  // Each version goes away whole, so a concurrent Open never sees half of one.
+  for (const std::string& dir : versions) {
+    if (auto s = RemoveVersionDir(instance_dir, dir); !s.ok()) return s;
+  }
   return RemoveTree(instance_dir);
 }
 
@@ -456,8 +513,7 @@ absl::StatusOr<ExitRecord> ExitMonitor::LookupExited(const std::string& instance
   std::vector<std::string> dirs = {fmt::format("{}/{}", instance_dir, Version())};
   if (std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(instance_dir.c_str()), &::closedir); d) {
     while (dirent* e = ::readdir(d.get())) {
-      std::string_view name = e->d_name;
-      if (name[0] != '.' && !name.starts_with(kLoadingPrefix) && name != Version()) {
+      if (IsVersionName(e->d_name) && e->d_name != Version()) {
         dirs.push_back(fmt::format("{}/{}", instance_dir, e->d_name));
       }
     }

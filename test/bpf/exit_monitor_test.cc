@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -489,4 +490,27 @@ TEST_CASE("tracking a process that already exited fails instead of missing it", 
   REQUIRE(stats.ok());
   CHECK(stats->tracked == 0);
   child.Reap();
+}
+
+TEST_CASE("a dead loader's leftovers are swept; a partial pin set is refused", "[bpf]") {
+  TestPins pins;
+  // pid 4194305 is above PID_MAX_LIMIT, so it names no live process.
+  std::string debris = pins.dir + "/loading_4194305";
+  std::string live = fmt::format("{}/loading_{}", pins.dir, ::getppid());
+  REQUIRE(::mkdir(pins.dir.c_str(), 0700) == 0);
+  REQUIRE(::mkdir(debris.c_str(), 0700) == 0);
+  REQUIRE(::mkdir(live.c_str(), 0700) == 0);
+  {
+    auto m = OpenMonitor(pins);
+    CHECK(::access(debris.c_str(), F_OK) != 0);
+    CHECK(::access(live.c_str(), F_OK) == 0);  // its owner may still be at work
+    REQUIRE(m->Unpin().ok());
+  }
+  std::string partial = pins.dir + "/" + ExitMonitor::Version();
+  REQUIRE(::mkdir(partial.c_str(), 0700) == 0);
+  auto m = ExitMonitor::Open(pins.dir);
+  INFO(m.status().ToString());
+  CHECK(absl::IsFailedPrecondition(m.status()));
+  REQUIRE(ExitMonitor::RemovePins(pins.dir).ok());
+  CHECK(::access(pins.dir.c_str(), F_OK) != 0);
 }
