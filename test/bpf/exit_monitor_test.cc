@@ -391,6 +391,8 @@ TEST_CASE("a child of a tracked spawner that exits at once is caught", "[bpf]") 
   };
   auto read_pid = [&] {
     pid_t g;
+    pollfd p{report_r.get(), POLLIN, 0};
+    REQUIRE(::poll(&p, 1, 60000) == 1);
     REQUIRE(::read(report_r.get(), &g, sizeof(g)) == sizeof(g));
     return g;
   };
