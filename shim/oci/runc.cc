@@ -1,0 +1,495 @@
+#include "shim/oci/runc.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <utility>
+
+#include "base/absl_fmt.h"
+#include "base/errno_status.h"
+#include "fmt/format.h"
+#include "shim/oci/json_scan.h"
+
+extern char** environ;
+
+namespace shim::oci {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr char kDefaultPath[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+// Only the tail of a failed call's log entries is searched: the last error
+// is what matters, and a runaway log must not cost the shim memory.
+constexpr off_t kMaxLogTail = 1 << 20;
+
+std::string_view TrimSpace(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  return s;
+}
+
+std::string ToLower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string_view BaseName(std::string_view path) {
+  size_t slash = path.rfind('/');
+  return slash == std::string_view::npos ? path : path.substr(slash + 1);
+}
+
+bool IsExecutableFile(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && access(path.c_str(), X_OK) == 0;
+}
+
+// Resolves the binary the way execvp would, but up front, so that a missing
+// runtime is a clear error rather than an exit code from a child.
+absl::StatusOr<std::string> FindBinary(const std::string& binary) {
+  if (binary.find('/') != std::string::npos) {
+    if (IsExecutableFile(binary)) return binary;
+    return absl::FailedPreconditionError(
+        fmt::format("runc binary '{}' not found or not executable", binary));
+  }
+  const char* path_env = std::getenv("PATH");
+  std::string_view path = path_env != nullptr ? path_env : kDefaultPath;
+  while (true) {
+    size_t colon = path.find(':');
+    std::string_view dir = path.substr(0, colon);
+    std::string candidate = fmt::format("{}/{}", dir.empty() ? "." : dir, binary);
+    if (IsExecutableFile(candidate)) return candidate;
+    if (colon == std::string_view::npos) break;
+    path.remove_prefix(colon + 1);
+  }
+  return absl::FailedPreconditionError(fmt::format("runc binary '{}' not found in PATH", binary));
+}
+
+// dup2() onto 0..2 in the child must not clobber a source that is itself
+// 0..2, so every source lives at 3 or above (close-on-exec).
+absl::Status MoveAbove2(base::UniqueFd& fd) {
+  if (fd.get() > 2) return absl::OkStatus();
+  int moved = fcntl(fd.get(), F_DUPFD_CLOEXEC, 3);
+  if (moved < 0) return base::ErrnoStatus("fcntl F_DUPFD_CLOEXEC");
+  fd.Reset(moved);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<base::UniqueFd> OpenDevNull() {
+  base::UniqueFd fd(open("/dev/null", O_RDWR | O_CLOEXEC));
+  if (!fd) return base::ErrnoStatus("open /dev/null");
+  return fd;
+}
+
+// Captured output goes to a memfd, not a pipe: the child can never block on
+// a full pipe, and there is no reading loop to run while waiting.
+absl::StatusOr<base::UniqueFd> CaptureFile(const char* name) {
+  base::UniqueFd fd(memfd_create(name, MFD_CLOEXEC));
+  if (!fd) return base::ErrnoStatus("memfd_create");
+  return fd;
+}
+
+std::string ReadFrom(int fd, off_t offset) {
+  std::string out;
+  char buf[16384];
+  while (true) {
+    ssize_t n = pread(fd, buf, sizeof buf, offset);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+    offset += n;
+  }
+  return out;
+}
+
+off_t FileSize(const std::string& path) {
+  struct stat st;
+  if (path.empty() || stat(path.c_str(), &st) != 0) return 0;
+  return st.st_size;
+}
+
+// What the runtime appended to its log since `offset`, at most kMaxLogTail.
+std::string ReadLogSince(const std::string& path, off_t offset) {
+  if (path.empty()) return {};
+  base::UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return {};
+  struct stat st;
+  if (fstat(fd.get(), &st) != 0) return {};
+  if (st.st_size < offset) offset = 0;  // truncated or replaced meanwhile
+  offset = std::max(offset, st.st_size - kMaxLogTail);
+  return ReadFrom(fd.get(), offset);
+}
+
+std::string DescribeWaitStatus(int status) {
+  if (WIFEXITED(status)) return fmt::format("exit status {}", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) {
+    // sigdescr_np, unlike strsignal, is thread-safe.
+    const char* name = sigdescr_np(WTERMSIG(status));
+    return fmt::format("killed by signal {} ({})", WTERMSIG(status), name != nullptr ? name : "?");
+  }
+  return fmt::format("wait status {:#x}", status);
+}
+
+// The environment minus NOTIFY_SOCKET: a runtime that sees it talks sd_notify
+// to systemd on the container's behalf, which is not what the shim wants.
+std::vector<std::string> ChildEnvironment() {
+  std::vector<std::string> env;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    if (std::string_view(*e).starts_with("NOTIFY_SOCKET=")) continue;
+    env.emplace_back(*e);
+  }
+  return env;
+}
+
+std::vector<char*> CStrings(std::vector<std::string>& strings) {
+  std::vector<char*> out;
+  out.reserve(strings.size() + 1);
+  for (std::string& s : strings) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+int MillisUntil(Clock::time_point deadline) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  if (left.count() <= 0) return 0;
+  // Rounded up so that poll() does not wake just before the deadline.
+  return static_cast<int>(std::min<int64_t>(left.count() + 1, INT_MAX));
+}
+
+// Reaps exactly our own child: the shim has no waitpid(-1) reaper, and
+// another thread's children are none of our business.
+absl::StatusOr<int> Reap(pid_t pid) {
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return base::ErrnoStatus(fmt::format("waitpid {}", pid));
+  }
+  return status;
+}
+
+void KillAndReap(pid_t pid) {
+  kill(pid, SIGKILL);  // unreaped, so the pid cannot have been recycled
+  (void)Reap(pid);
+}
+
+// Everything the child needs, prepared before vfork(): until it execs, the
+// child shares our memory and may only make system calls.
+struct ExecPlan {
+  const char* path = nullptr;
+  char* const* argv = nullptr;
+  char* const* envp = nullptr;
+  int fds[3] = {-1, -1, -1};     // become 0, 1, 2
+  int close_fallback_limit = 0;  // RLIMIT_NOFILE, if close_range is missing
+  volatile int exec_errno = 0;   // set by the child when execve fails
+};
+
+// The kernel's sigset_t: 64 signals (every architecture but MIPS).
+constexpr size_t kKernelSigsetSize = 8;
+
+[[noreturn]] __attribute__((noinline)) void ExecChild(ExecPlan* plan) {
+  // Every disposition back to the default. The shim ignores SIGPIPE, and
+  // ignored signals survive exec, down to the container's init. Raw syscalls
+  // because glibc refuses to touch its internal signals (32, 33), and
+  // posix_spawn() would leave those ignored. A zeroed kernel sigaction is
+  // SIG_DFL on every layout.
+  const unsigned char sig_default[64] = {};
+  for (int sig = 1; sig <= 64; ++sig) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    syscall(SYS_rt_sigaction, sig, sig_default, nullptr, kKernelSigsetSize);
+  }
+  for (int i = 0; i < 3; ++i) {
+    if (dup2(plan->fds[i], i) < 0) {
+      plan->exec_errno = errno;
+      _exit(127);
+    }
+  }
+  // Only 0..2 are inherited, even fds another thread opened without
+  // O_CLOEXEC.
+  if (syscall(SYS_close_range, 3U, ~0U, 0U) != 0) {
+    for (int fd = 3; fd < plan->close_fallback_limit; ++fd) close(fd);
+  }
+  // Unblocked last, once no handler of ours can run here.
+  const uint64_t no_signals = 0;
+  syscall(SYS_rt_sigprocmask, SIG_SETMASK, &no_signals, nullptr, kKernelSigsetSize);
+  execve(plan->path, plan->argv, plan->envp);
+  plan->exec_errno = errno;
+  _exit(127);
+}
+
+// vfork(): no copy of the shim's page tables, and the parent learns about a
+// failed exec through the shared ExecPlan. All signals stay blocked around
+// it so that no handler of the shim runs in the child.
+absl::StatusOr<pid_t> Spawn(ExecPlan& plan) {
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  const pid_t pid = vfork();
+  if (pid == 0) ExecChild(&plan);
+  const int vfork_errno = errno;
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (pid < 0) return base::ErrnoStatus("vfork", vfork_errno);
+  return pid;
+}
+
+// Spawns `path` with `argv` and the given fds 0..2 and waits for it to exit,
+// at most `timeout`; returns its wait status. No parent-death signal: the
+// runtime must finish even if the shim dies meanwhile.
+absl::StatusOr<int> SpawnAndWait(const std::string& path, std::vector<std::string> argv,
+                                 const int (&fds)[3], std::chrono::milliseconds timeout,
+                                 std::string_view what) {
+  std::vector<std::string> env = ChildEnvironment();
+  std::vector<char*> argv_c = CStrings(argv);
+  std::vector<char*> env_c = CStrings(env);
+  ExecPlan plan;
+  plan.path = path.c_str();
+  plan.argv = argv_c.data();
+  plan.envp = env_c.data();
+  std::copy(std::begin(fds), std::end(fds), plan.fds);
+  struct rlimit nofile;
+  plan.close_fallback_limit = getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < INT_MAX
+                                  ? static_cast<int>(nofile.rlim_cur)
+                                  : 1024;
+
+  const Clock::time_point deadline = Clock::now() + timeout;
+  absl::StatusOr<pid_t> spawned = Spawn(plan);
+  if (!spawned.ok()) {
+    return absl::Status(spawned.status().code(),
+                        fmt::format("{}: {}", what, spawned.status().message()));
+  }
+  const pid_t pid = *spawned;
+  if (const int err = plan.exec_errno; err != 0) {
+    (void)Reap(pid);
+    if (err == ENOENT || err == EACCES || err == ENOEXEC) {
+      return absl::FailedPreconditionError(
+          fmt::format("{}: cannot execute '{}': {}", what, path, std::strerror(err)));
+    }
+    return base::ErrnoStatus(fmt::format("{}: starting {}", what, path), err);
+  }
+
+  // Our child is not reaped until we reap it, so the pidfd names it for sure.
+  base::UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
+  if (!pidfd) {
+    absl::Status s = base::ErrnoStatus(fmt::format("{}: pidfd_open", what));
+    KillAndReap(pid);
+    return s;
+  }
+  while (true) {
+    pollfd p{.fd = pidfd.get(), .events = POLLIN, .revents = 0};
+    int n = poll(&p, 1, MillisUntil(deadline));
+    if (n > 0) break;
+    if (n < 0 && errno != EINTR) {
+      absl::Status s = base::ErrnoStatus(fmt::format("{}: poll pidfd", what));
+      KillAndReap(pid);
+      return s;
+    }
+    if (n == 0 && Clock::now() >= deadline) {
+      KillAndReap(pid);
+      return absl::DeadlineExceededError(
+          fmt::format("{}: still running after {} ms; killed", what, timeout.count()));
+    }
+  }
+  return Reap(pid);
+}
+
+}  // namespace
+
+Runc::Runc(RuncConfig config) : config_(std::move(config)) {
+  if (config_.binary.empty()) config_.binary = "runc";
+}
+
+absl::StatusOr<std::string> Runc::Run(std::string_view command,
+                                      const std::vector<std::string>& args,
+                                      ChildStdio* stdio) const {
+  const std::string what = fmt::format("{} {}", BaseName(config_.binary), command);
+  absl::StatusOr<std::string> path = FindBinary(config_.binary);
+  if (!path.ok()) return path.status();
+
+  std::vector<std::string> argv = {config_.binary};
+  if (!config_.root.empty()) argv.insert(argv.end(), {"--root", config_.root});
+  if (!config_.log_path.empty()) {
+    argv.insert(argv.end(), {"--log", config_.log_path, "--log-format", "json"});
+  }
+  if (config_.systemd_cgroup) argv.push_back("--systemd-cgroup");
+  argv.emplace_back(command);
+  argv.insert(argv.end(), args.begin(), args.end());
+
+  // fds 0..2 for the child: the caller's stdio (create), or /dev/null in and
+  // captured out/err.
+  base::UniqueFd child_fds[3];
+  base::UniqueFd out_capture, err_capture;
+  if (stdio != nullptr) {
+    child_fds[0] = std::move(stdio->in);
+    child_fds[1] = std::move(stdio->out);
+    child_fds[2] = std::move(stdio->err);
+  } else {
+    absl::StatusOr<base::UniqueFd> out = CaptureFile("runc-stdout");
+    if (!out.ok()) return out.status();
+    absl::StatusOr<base::UniqueFd> err = CaptureFile("runc-stderr");
+    if (!err.ok()) return err.status();
+    out_capture = std::move(*out);
+    err_capture = std::move(*err);
+    child_fds[1].Reset(fcntl(out_capture.get(), F_DUPFD_CLOEXEC, 3));
+    child_fds[2].Reset(fcntl(err_capture.get(), F_DUPFD_CLOEXEC, 3));
+    if (!child_fds[1] || !child_fds[2]) return base::ErrnoStatus("fcntl F_DUPFD_CLOEXEC");
+  }
+  for (base::UniqueFd& fd : child_fds) {
+    if (!fd) {
+      absl::StatusOr<base::UniqueFd> null = OpenDevNull();
+      if (!null.ok()) return null.status();
+      fd = std::move(*null);
+    }
+    if (absl::Status s = MoveAbove2(fd); !s.ok()) return s;
+  }
+  const int fds[3] = {child_fds[0].get(), child_fds[1].get(), child_fds[2].get()};
+
+  // Only log entries written by this call explain its failure.
+  const off_t log_offset = FileSize(config_.log_path);
+  absl::StatusOr<int> status = SpawnAndWait(*path, std::move(argv), fds, config_.timeout, what);
+  if (!status.ok()) return status.status();
+
+  std::string out = out_capture ? ReadFrom(out_capture.get(), 0) : std::string();
+  if (WIFEXITED(*status) && WEXITSTATUS(*status) == 0) return out;
+
+  std::string message = LastLogError(ReadLogSince(config_.log_path, log_offset));
+  if (message.empty() && err_capture) message = TrimSpace(ReadFrom(err_capture.get(), 0));
+  if (message.empty()) message = DescribeWaitStatus(*status);
+  return RuntimeError(what, message);
+}
+
+absl::Status Runc::Create(const std::string& id, const std::string& bundle,
+                          const std::string& pid_file, ChildStdio stdio, bool no_pivot,
+                          bool no_new_keyring) const {
+  std::vector<std::string> args = {"--bundle", bundle, "--pid-file", pid_file};
+  if (no_pivot) args.push_back("--no-pivot");
+  if (no_new_keyring) args.push_back("--no-new-keyring");
+  args.push_back(id);
+  return Run("create", args, &stdio).status();
+}
+
+absl::Status Runc::Start(const std::string& id) const {
+  return Run("start", {id}, nullptr).status();
+}
+
+absl::Status Runc::Kill(const std::string& id, int signal, bool all) const {
+  std::vector<std::string> args;
+  if (all) args.push_back("--all");
+  args.push_back(id);
+  args.push_back(std::to_string(signal));
+  return Run("kill", args, nullptr).status();
+}
+
+absl::Status Runc::Delete(const std::string& id, bool force) const {
+  std::vector<std::string> args;
+  if (force) args.push_back("--force");
+  args.push_back(id);
+  return Run("delete", args, nullptr).status();
+}
+
+absl::StatusOr<std::vector<pid_t>> Runc::Ps(const std::string& id) const {
+  absl::StatusOr<std::string> out = Run("ps", {"--format", "json", id}, nullptr);
+  if (!out.ok()) return out.status();
+  absl::StatusOr<std::vector<pid_t>> pids = ParsePsJson(*out);
+  if (!pids.ok()) {
+    return absl::UnknownError(
+        fmt::format("{} ps: {}", BaseName(config_.binary), pids.status().message()));
+  }
+  return pids;
+}
+
+absl::StatusOr<pid_t> ReadPidFile(const std::string& path) {
+  base::UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return base::ErrnoStatus(fmt::format("open pid file {}", path));
+  char buf[64];
+  ssize_t n;
+  do {
+    n = read(fd.get(), buf, sizeof buf);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return base::ErrnoStatus(fmt::format("read pid file {}", path));
+  std::string_view text = TrimSpace(std::string_view(buf, static_cast<size_t>(n)));
+  pid_t pid = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), pid);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || pid <= 0) {
+    return absl::InvalidArgumentError(
+        fmt::format("pid file {}: not a pid: '{}'", path, text.substr(0, 32)));
+  }
+  return pid;
+}
+
+absl::StatusOr<std::vector<pid_t>> ParsePsJson(std::string_view json) {
+  auto bad = [&json] {
+    return absl::InvalidArgumentError(
+        fmt::format("unexpected ps output (want a JSON array of pids): '{}'",
+                    TrimSpace(json).substr(0, 200)));
+  };
+  JsonScanner scan(json);
+  std::vector<pid_t> pids;
+  if (scan.ConsumeWord("null")) {
+    if (!scan.AtEnd()) return bad();
+    return pids;
+  }
+  if (!scan.Consume('[')) return bad();
+  if (!scan.Consume(']')) {
+    do {
+      int64_t pid = 0;
+      if (!scan.ReadInt(&pid) || pid <= 0 || pid > INT_MAX) return bad();
+      pids.push_back(static_cast<pid_t>(pid));
+    } while (scan.Consume(','));
+    if (!scan.Consume(']')) return bad();
+  }
+  if (!scan.AtEnd()) return bad();
+  return pids;
+}
+
+std::string LastLogError(std::string_view log_text) {
+  std::string last;
+  while (!log_text.empty()) {
+    size_t eol = log_text.find('\n');
+    std::string_view line = log_text.substr(0, eol);
+    log_text.remove_prefix(eol == std::string_view::npos ? log_text.size() : eol + 1);
+    auto members = JsonStringMembers(line);
+    if (!members) continue;  // not JSON (a partial line, plain text): skip
+    std::string_view level, msg;
+    bool has_msg = false;
+    for (const auto& [key, value] : *members) {
+      if (key == "level") level = value;
+      if (key == "msg") {
+        msg = value;
+        has_msg = true;
+      }
+    }
+    if (has_msg && (level == "error" || level == "fatal" || level == "panic")) {
+      last = TrimSpace(msg);
+    }
+  }
+  return last;
+}
+
+absl::Status RuntimeError(std::string_view prefix, std::string_view message) {
+  // What runc and crun say when the container or the process is gone.
+  static constexpr std::string_view kGone[] = {
+      "does not exist", "not running", "no such process", "process already finished",
+      "container not running",
+  };
+  std::string text = fmt::format("{}: {}", prefix, message);
+  const std::string lower = ToLower(message);
+  for (std::string_view gone : kGone) {
+    if (lower.find(gone) != std::string::npos) return absl::NotFoundError(text);
+  }
+  return absl::UnknownError(text);
+}
+
+}  // namespace shim::oci
