@@ -410,20 +410,23 @@ TEST_CASE("containerd's ttrpc server: unknown methods and services are Unimpleme
   absl::StatusOr<Peer> started = StartPeer(/*watch_events=*/false);
   REQUIRE_OK(started);
   Peer& peer = *started;
+  ttrpc::CallOptions timeout;
+  timeout.timeout = absl::Seconds(30);
 
-  absl::StatusOr<std::string> r = peer.client->Call(kEventsService, "NoSuchMethod", "");
+  absl::StatusOr<std::string> r =
+      peer.client->Call(kEventsService, "NoSuchMethod", "", timeout);
   INFO(r.status().ToString());
   CHECK(static_cast<int>(r.status().code()) == 12);
   CHECK(absl::IsUnimplemented(r.status()));
   CHECK(base::ToStd(r.status().message()) == "method NoSuchMethod");
 
-  r = peer.client->Call("containerd.no.such.v1.Service", "Forward", "");
+  r = peer.client->Call("containerd.no.such.v1.Service", "Forward", "", timeout);
   INFO(r.status().ToString());
   CHECK(absl::IsUnimplemented(r.status()));
   CHECK(base::ToStd(r.status().message()) == "service containerd.no.such.v1.Service");
 
   // A payload that is no ForwardRequest: ttrpc's unmarshal fails (Internal).
-  r = peer.client->Call(kEventsService, "Forward", std::string("\xff\xff\xff", 3));
+  r = peer.client->Call(kEventsService, "Forward", std::string("\xff\xff\xff", 3), timeout);
   INFO(r.status().ToString());
   CHECK(absl::IsInternal(r.status()));
 
