@@ -26,7 +26,8 @@ set -- \
   events_task.proto   "$ctrd/api/events/task.proto" \
   events_ttrpc.proto  "$ctrd/api/services/ttrpc/events/v1/events.proto" \
   runc_options.proto  "$ctrd/runtime/v2/runc/options/oci.proto" \
-  runctypes.proto     "$ctrd/runtime/linux/runctypes/runc.proto"
+  runctypes.proto     "$ctrd/runtime/linux/runctypes/runc.proto" \
+  runtimeoptions.proto "$ctrd/pkg/runtimeoptions/v1/api.proto"
 
 names=""
 while [ $# -gt 0 ]; do
@@ -38,6 +39,7 @@ while [ $# -gt 0 ]; do
   fi
   sed -e 's/^import weak /import /' \
       -e 's#"gogoproto/gogo.proto"#"gogo.proto"#' \
+      -e 's#"github.com/gogo/protobuf/gogoproto/gogo.proto"#"gogo.proto"#' \
       -e 's#"github.com/containerd/containerd/protobuf/plugin/fieldpath.proto"#"fieldpath.proto"#' \
       -e 's#"github.com/containerd/containerd/api/types/mount.proto"#"types_mount.proto"#' \
       -e 's#"github.com/containerd/containerd/api/types/task/task.proto"#"types_task.proto"#' \

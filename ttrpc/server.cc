@@ -34,22 +34,27 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
       : loop_(loop), options_(std::move(options)) {}
   ~ServerCore() {
     for (auto& [id, conn] : connections_) loop_.Remove(conn->fd.get());
-    if (listener_) loop_.Remove(listener_.get());
+    for (auto& l : listeners_) loop_.Remove(l->fd.get());
   }
 
   void Register(std::string service, std::string method, Handler handler) {
     handlers_[std::move(service)][std::move(method)] = std::move(handler);
   }
 
-  absl::Status Serve(base::UniqueFd listener) {
+  absl::Status Serve(base::UniqueFd listener, std::string label) {
     int fd = listener.get();
     if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0)
       return base::ErrnoStatus("fcntl(O_NONBLOCK)");
-    listener_ = std::move(listener);
-    return loop_.Add(fd, EPOLLIN, [this](uint32_t) { Accept(); });
+    auto l = std::make_unique<Listener>(Listener{std::move(listener), std::move(label)});
+    Listener* raw = l.get();
+    if (absl::Status st = loop_.Add(fd, EPOLLIN, [this, raw](uint32_t) { Accept(*raw); });
+        !st.ok())
+      return st;
+    listeners_.push_back(std::move(l));
+    return absl::OkStatus();
   }
 
-  absl::Status AddConnection(base::UniqueFd fd) {
+  absl::Status AddConnection(base::UniqueFd fd, std::string label) {
     // The loop must never block on a peer, whoever created this socket.
     if (fcntl(fd.get(), F_SETFL, fcntl(fd.get(), F_GETFL) | O_NONBLOCK) != 0)
       return base::ErrnoStatus("fcntl(O_NONBLOCK)");
@@ -67,6 +72,7 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
     conn->fd = std::move(fd);
     conn->decoder = FrameDecoder(options_.max_message_size);
     conn->peer = peer;
+    conn->label = std::move(label);
     uint64_t id = conn->id;
     absl::Status st = loop_.Add(conn->fd.get(), EPOLLIN | EPOLLRDHUP,
                                 [this, id](uint32_t events) { OnEvents(id, events); });
@@ -93,8 +99,14 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   EventLoop& loop() { return loop_; }
 
  private:
+  struct Listener {
+    base::UniqueFd fd;
+    std::string label;
+  };
+
   struct Connection {
     uint64_t id = 0;
+    std::string label;  // of the listener that accepted it
     base::UniqueFd fd;
     FrameDecoder decoder;
     ucred peer{};
@@ -108,16 +120,16 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
     if (options_.log) options_.log(line);
   }
 
-  void Accept() {
+  void Accept(Listener& listener) {
     for (;;) {
-      base::UniqueFd fd(accept4(listener_.get(), nullptr, nullptr,
+      base::UniqueFd fd(accept4(listener.fd.get(), nullptr, nullptr,
                                 SOCK_NONBLOCK | SOCK_CLOEXEC));
       if (!fd) {
         if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
           Log(fmt::format("accept: {}", std::strerror(errno)));
         return;
       }
-      absl::Status st = AddConnection(std::move(fd));
+      absl::Status st = AddConnection(std::move(fd), listener.label);
       if (!st.ok() && !absl::IsPermissionDenied(st))
         Log(fmt::format("serving a new connection: {}", st.message()));
     }
@@ -205,6 +217,7 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
     ctx.service = req.service();
     ctx.method = req.method();
     ctx.peer = conn.peer;
+    ctx.listener_label = conn.label;
     for (const KeyValue& kv : req.metadata()) ctx.metadata.emplace_back(kv.key(), kv.value());
 
     auto state = std::make_shared<Responder::State>();
@@ -293,7 +306,7 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   EventLoop& loop_;
   Server::Options options_;
   absl::flat_hash_map<std::string, absl::flat_hash_map<std::string, Handler>> handlers_;
-  base::UniqueFd listener_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
   absl::flat_hash_map<uint64_t, std::unique_ptr<Connection>> connections_;
   uint64_t next_connection_id_ = 1;
   size_t pending_ = 0;
@@ -323,8 +336,12 @@ Server::~Server() = default;
 void Server::Register(std::string service, std::string method, Handler handler) {
   core_->Register(std::move(service), std::move(method), std::move(handler));
 }
-absl::Status Server::Serve(base::UniqueFd listener) { return core_->Serve(std::move(listener)); }
-absl::Status Server::AddConnection(base::UniqueFd c) { return core_->AddConnection(std::move(c)); }
+absl::Status Server::Serve(base::UniqueFd listener, std::string label) {
+  return core_->Serve(std::move(listener), std::move(label));
+}
+absl::Status Server::AddConnection(base::UniqueFd c, std::string label) {
+  return core_->AddConnection(std::move(c), std::move(label));
+}
 size_t Server::connection_count() const { return core_->connection_count(); }
 size_t Server::pending_requests() const { return core_->pending_requests(); }
 

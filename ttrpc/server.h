@@ -63,10 +63,12 @@ class Server {
   // Handlers are looked up by (service, method); register before serving.
   void Register(std::string service, std::string method, Handler handler);
 
-  // Accepts connections on a listening socket. Loop thread.
-  absl::Status Serve(base::UniqueFd listener);
+  // Accepts connections on a listening socket. Requests on them carry
+  // `label` in RequestContext::listener_label. Loop thread. Any number of
+  // listeners may be served at once.
+  absl::Status Serve(base::UniqueFd listener, std::string label = "");
   // Serves one already-connected socket. Loop thread.
-  absl::Status AddConnection(base::UniqueFd connection);
+  absl::Status AddConnection(base::UniqueFd connection, std::string label = "");
 
   size_t connection_count() const;
   // Requests received and not yet answered, over all connections.

@@ -28,6 +28,8 @@ struct RequestContext {
   Metadata metadata;
   absl::Time deadline = absl::InfiniteFuture();
   ucred peer{};
+  // The label of the listener that accepted the connection (Server::Serve).
+  std::string listener_label;
 };
 
 }  // namespace ttrpc

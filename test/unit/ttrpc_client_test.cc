@@ -188,3 +188,30 @@ TEST_CASE("our client and our server over a unix socket, many calls in flight") 
   unlink(path.c_str());
   rmdir(dir);
 }
+
+TEST_CASE("each listener's label reaches the handlers of its connections") {
+  char dir[] = "/tmp/ttrpc-test-XXXXXX";
+  REQUIRE(mkdtemp(dir) != nullptr);
+  std::string a = std::string(dir) + "/a.sock", b = std::string(dir) + "/b.sock";
+  test::LoopThread lt;
+  std::unique_ptr<ttrpc::Server> server;
+  lt.Sync([&] {
+    server = std::make_unique<ttrpc::Server>(lt.loop(), ttrpc::ServerOptions{});
+    server->Register("svc", "Label", [](ttrpc::RequestContext ctx, std::string,
+                                        ttrpc::Responder r) { r.Reply(ctx.listener_label); });
+    REQUIRE(server->Serve(std::move(*ttrpc::ListenUnix(a)), "ns-a").ok());
+    REQUIRE(server->Serve(std::move(*ttrpc::ListenUnix(b)), "ns-b").ok());
+  });
+  auto ca = ttrpc::BlockingClient::Connect(a);
+  auto cb = ttrpc::BlockingClient::Connect(b);
+  REQUIRE(ca.ok());
+  REQUIRE(cb.ok());
+  CHECK(*(*ca)->Call("svc", "Label", "") == "ns-a");
+  CHECK(*(*cb)->Call("svc", "Label", "") == "ns-b");
+  ca->reset();
+  cb->reset();
+  lt.Sync([&] { server.reset(); });
+  unlink(a.c_str());
+  unlink(b.c_str());
+  rmdir(dir);
+}

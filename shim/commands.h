@@ -1,0 +1,16 @@
+// The subcommands containerd runs (start, delete) and the ones a user runs.
+#pragma once
+
+#include "shim/flags.h"
+
+namespace shim {
+
+// Prints the address of the shim serving flags.address, starting the daemon
+// first if none runs.
+int RunStart(const Flags& flags);
+
+// containerd's cleanup after a teardown or a dead shim: prints a
+// DeleteResponse for (namespace, id) with the container's real exit status.
+int RunDelete(const Flags& flags);
+
+}  // namespace shim

@@ -1,0 +1,196 @@
+#include "shim/daemon.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+
+#include "absl/container/flat_hash_set.h"
+
+#include "base/absl_fmt.h"
+#include "bpf/exit_monitor.h"
+#include "google/protobuf/wrappers.pb.h"
+#include "shim/event_publisher.h"
+#include "shim/instance_lock.h"
+#include "shim/log.h"
+#include "shim/paths.h"
+#include "shim/state_store.h"
+#include "shim/task_service.h"
+#include "shim/worker_pool.h"
+#include "ttrpc/server.h"
+
+namespace shim {
+namespace {
+
+// After the last container goes, wait this long for a new one (containerd
+// may be about to dial an address that `start` just handed out).
+constexpr absl::Duration kIdleLinger = absl::Seconds(1);
+// How long undelivered events may hold up an idle exit.
+constexpr absl::Duration kEventFlushLimit = absl::Seconds(5);
+
+void NotifyReady() {
+  const char* fd_env = std::getenv("EMBED_SHIM_READY_FD");
+  if (!fd_env) return;
+  int fd = std::atoi(fd_env);
+  (void)!write(fd, "ready\n", 6);
+  close(fd);
+  unsetenv("EMBED_SHIM_READY_FD");
+}
+
+// Removes everything the instance created. Called with the start lock held,
+// so no `start` sees a half-removed instance.
+void RemoveInstance(const InstancePaths& paths) {
+  unlink(paths.socket.c_str());
+  if (absl::Status st = bpf::ExitMonitor::RemovePins(paths.bpf); !st.ok())
+    LogError("removing pins {}: {}", paths.bpf, st);
+  std::error_code ec;
+  std::filesystem::remove_all(paths.state, ec);
+  unlink(paths.log.c_str());
+  unlink(paths.lock.c_str());
+  rmdir(paths.dir.c_str());
+}
+
+}  // namespace
+
+int RunDaemon(const Flags& flags) {
+  InstancePaths paths = PathsFor(flags.address);
+  if (absl::Status st = MakeInstanceDir(paths); !st.ok()) {
+    fmt::print(stderr, "containerd-shim-embed-v1: {}\n", st);
+    return 1;
+  }
+  Log::Init(paths.log, flags.debug);
+  chdir("/");  // never pin a bundle directory
+  signal(SIGPIPE, SIG_IGN);
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);  // before any thread starts
+  base::UniqueFd signal_fd(signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK));
+
+  auto loop_or = ttrpc::EventLoop::Create();
+  if (!loop_or.ok()) {
+    LogError("event loop: {}", loop_or.status());
+    return 1;
+  }
+  ttrpc::EventLoop& loop = **loop_or;
+
+  bpf::SetLibbpfLogSink([](std::string_view line) { LogDebug("libbpf: {}", line); });
+  auto monitor = bpf::ExitMonitor::Open(paths.bpf);
+  if (!monitor.ok()) {
+    LogError("exit monitor: {}", monitor.status());
+    return 1;
+  }
+
+  // `start` holds the lock and found nobody listening: a socket file left
+  // here belongs to a dead daemon.
+  unlink(paths.socket.c_str());
+  auto listener = ttrpc::ListenUnix(paths.socket);
+  if (!listener.ok()) {
+    LogError("listen: {}", listener.status());
+    return 1;
+  }
+
+  WorkerPool pool(loop, 8);
+  StateStore store(paths.state);
+  const char* ttrpc_address = std::getenv("TTRPC_ADDRESS");
+  EventPublisher events(loop, ttrpc_address ? ttrpc_address : "");
+  TaskService service(loop, pool, store, events, **monitor);
+
+  ttrpc::ServerOptions server_options;
+  server_options.log = [](std::string_view line) { LogWarn("ttrpc: {}", line); };
+  auto server = std::make_unique<ttrpc::Server>(loop, server_options);
+  service.RegisterOn(*server);
+  service.Recover();
+
+  // One socket per namespace (see InstancePaths::NamespaceSocket).
+  absl::flat_hash_set<std::string> served_namespaces;
+  auto serve_namespace = [&](const std::string& ns) -> absl::StatusOr<std::string> {
+    if (!IsValidIdentifier(ns))
+      return absl::InvalidArgumentError(fmt::format("namespace {:?} is not valid", ns));
+    std::string path = paths.NamespaceSocket(ns);
+    if (served_namespaces.contains(ns)) return "unix://" + path;
+    unlink(path.c_str());
+    auto fd = ttrpc::ListenUnix(path);
+    if (!fd.ok()) return fd.status();
+    if (absl::Status st = server->Serve(std::move(*fd), ns); !st.ok()) return st;
+    served_namespaces.insert(ns);
+    LogInfo("serving namespace {} on {}", ns, path);
+    return "unix://" + path;
+  };
+  // `start` asks a running daemon for a namespace's socket.
+  server->Register("embedshim.v1.Admin", "ServeNamespace",
+                   [&](ttrpc::RequestContext, std::string payload, ttrpc::Responder r) {
+                     google::protobuf::StringValue ns;
+                     if (!ns.ParseFromString(payload))
+                       return r.Reply(absl::InvalidArgumentError("want a StringValue"));
+                     auto address = serve_namespace(ns.value());
+                     if (!address.ok()) return r.Reply(address.status());
+                     google::protobuf::StringValue out;
+                     out.set_value(*address);
+                     r.Reply(out.SerializeAsString());
+                   });
+  std::vector<std::string> namespaces = service.Namespaces();
+  if (!flags.namespace_.empty()) namespaces.push_back(flags.namespace_);
+  for (const auto& ns : namespaces) {
+    if (auto st = serve_namespace(ns); !st.ok()) LogError("namespace {}: {}", ns, st.status());
+  }
+
+  bpf::ExitMonitor& mon = **monitor;
+  (void)loop.Add(mon.fd(), EPOLLIN, [&](uint32_t) {
+    if (auto n = mon.Drain([&](const bpf::ExitRecord& e) { service.OnExit(e); }); !n.ok())
+      LogError("exit monitor: {}", n.status());
+  });
+
+  bool remove_instance = false;
+  absl::Time idle_since;
+  std::function<void()> check_idle = [&] {
+    if (service.container_count() > 0 || !service.shutdown_requested()) return;
+    if (events.queued() > 0 && absl::Now() - idle_since < kEventFlushLimit) {
+      loop.RunAfter(absl::Milliseconds(50), check_idle);
+      return;
+    }
+    remove_instance = true;
+    loop.Stop();
+  };
+  service.SetOnIdle([&] {
+    idle_since = absl::Now();
+    loop.RunAfter(kIdleLinger, check_idle);
+  });
+  (void)loop.Add(signal_fd.get(), EPOLLIN, [&](uint32_t) {
+    signalfd_siginfo info;
+    (void)!read(signal_fd.get(), &info, sizeof info);
+    LogInfo("signal {}: stopping; {} containers keep running", info.ssi_signo,
+            service.container_count());
+    remove_instance = service.container_count() == 0;
+    loop.Stop();
+  });
+
+  if (absl::Status st = server->Serve(std::move(*listener)); !st.ok()) {
+    LogError("serve: {}", st);
+    return 1;
+  }
+  LogInfo("serving {} for containerd {} (exit monitor {})", paths.address(), flags.address,
+          bpf::ExitMonitor::Version());
+  NotifyReady();
+  loop.Run();
+
+  if (remove_instance) {
+    // Under the start lock: a concurrent `start` either saw us alive before,
+    // or sees no socket after and starts a fresh daemon.
+    InstanceLock lock = InstanceLock::Acquire(paths.lock);
+    if (service.container_count() == 0) {
+      server.reset();
+      LogInfo("idle: removing {}", paths.dir);
+      RemoveInstance(paths);
+    }
+  }
+  return 0;
+}
+
+}  // namespace shim

@@ -1,0 +1,78 @@
+// containerd-shim-embed-v1: one containerd shim (runtime v2) for all the
+// containers of a containerd daemon.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "base/absl_fmt.h"
+#include "shim/commands.h"
+#include "shim/daemon.h"
+#include "shim/flags.h"
+
+namespace {
+
+constexpr char kUsage[] = R"(containerd-shim-embed-v1 {version}
+
+One containerd shim (runtime v2) for all the containers of a containerd daemon.
+Select it with `ctr run --runtime io.containerd.embed.v1 ...` or as a CRI runtime
+handler with runtime_type "io.containerd.embed.v1".
+
+Usage:
+  containerd-shim-embed-v1 [flags] ACTION
+
+Actions run by containerd:
+  start     print the address of the shim serving -address, starting it if none runs
+  delete    clean up container -id after a teardown or a lost shim; prints a
+            DeleteResponse with the container's real exit status
+
+Actions for users:
+  ps        list what the running shim serves (not implemented yet)
+  upgrade   make the running shim continue on the installed binary (not implemented yet)
+
+Flags (containerd passes them Go-style, with one dash):
+  -namespace NS        the container's namespace
+  -address PATH        containerd's gRPC socket; names the shim instance
+  -publish-binary BIN  accepted, unused (events go over $TTRPC_ADDRESS)
+  -id ID               the container id
+  -bundle DIR          the container's bundle (delete)
+  -debug               log at debug level
+  -json                machine-readable output (ps)
+  -h, --help           this text
+  -v, --version        the version
+
+Files: /run/containerd-embed/<instance>/{{shim.sock,shim.log,state/}}, and the exit
+monitor's pins in /sys/fs/bpf/containerd-embed/<instance>/.
+)";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  auto flags = shim::ParseFlags(args);
+  if (!flags.ok()) {
+    fmt::print(stderr, "containerd-shim-embed-v1: {}\n", flags.status().message());
+    return 2;
+  }
+  if (flags->help) {
+    fmt::print(kUsage, fmt::arg("version", SHIM_VERSION));
+    return 0;
+  }
+  if (flags->version) {
+    fmt::print("containerd-shim-embed-v1 {}\n", SHIM_VERSION);
+    return 0;
+  }
+  const std::string& action = flags->action;
+  if (action == "start") return shim::RunStart(*flags);
+  if (action == "delete") return shim::RunDelete(*flags);
+  if (action == "serve") return shim::RunDaemon(*flags);
+  if (action == "ps" || action == "upgrade") {
+    fmt::print(stderr, "containerd-shim-embed-v1: {} is not implemented yet\n", action);
+    return 2;
+  }
+  if (action.empty()) {
+    fmt::print(stderr, "containerd-shim-embed-v1: no action given (see --help)\n");
+  } else {
+    fmt::print(stderr, "containerd-shim-embed-v1: unknown action {:?} (see --help)\n", action);
+  }
+  return 2;
+}

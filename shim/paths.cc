@@ -1,0 +1,70 @@
+#include "shim/paths.h"
+
+#include <cstdint>
+#include <cstdlib>
+
+#include "fmt/format.h"
+
+namespace shim {
+namespace {
+
+// FNV-1a: stable across builds and runs (std::hash is not), and enough to
+// keep the addresses of a host's few containerd daemons apart.
+uint64_t Fnv1a(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+bool IsAlnum(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+}  // namespace
+
+std::string StableHash(const std::string& s) { return fmt::format("{:016x}", Fnv1a(s)); }
+
+std::string InstancePaths::NamespaceSocket(const std::string& ns) const {
+  return fmt::format("{}/ns-{}.sock", dir, StableHash(ns));
+}
+
+std::string InstancePaths::RecordPath(const std::string& ns, const std::string& id) const {
+  return fmt::format("{}/{}/{}.json", state, ns, id);
+}
+
+InstancePaths PathsFor(const std::string& containerd_address) {
+  std::string address = containerd_address;
+  if (address.rfind("unix://", 0) == 0) address.erase(0, 7);
+  const char* run = std::getenv("EMBED_SHIM_RUN_DIR");
+  std::string root = run && *run ? run : "/run/containerd-embed";
+  InstancePaths p;
+  p.instance = StableHash(address);
+  p.dir = root + "/" + p.instance;
+  p.socket = p.dir + "/shim.sock";
+  p.lock = p.dir + "/start.lock";
+  p.log = p.dir + "/shim.log";
+  p.state = p.dir + "/state";
+  p.bpf = "/sys/fs/bpf/containerd-embed/" + p.instance;
+  return p;
+}
+
+bool IsValidIdentifier(const std::string& s) {
+  if (s.empty() || s.size() > 76) return false;
+  bool need_alnum = true;  // at the start and after each separator
+  for (char c : s) {
+    if (IsAlnum(c)) {
+      need_alnum = false;
+    } else if (c == '.' || c == '_' || c == '-') {
+      if (need_alnum) return false;
+      need_alnum = true;
+    } else {
+      return false;
+    }
+  }
+  return !need_alnum;
+}
+
+}  // namespace shim

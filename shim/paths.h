@@ -1,0 +1,41 @@
+// Where one shim instance keeps its things. There is one instance per
+// containerd daemon, named by a hash of containerd's address, so several
+// containerd daemons on a host each get their own shim.
+#pragma once
+
+#include <string>
+
+namespace shim {
+
+struct InstancePaths {
+  std::string instance;  // 16 hex digits from containerd's address
+  std::string dir;       // /run/containerd-embed/<instance>, mode 0700
+  std::string socket;    // <dir>/shim.sock, mode 0600
+  std::string lock;      // <dir>/start.lock: serialises start and exit
+  std::string log;       // <dir>/shim.log
+  std::string state;     // <dir>/state: one record per container
+  std::string bpf;       // /sys/fs/bpf/containerd-embed/<instance>
+
+  // "unix://<socket>": what `start` prints and containerd dials.
+  std::string address() const { return "unix://" + socket; }
+  // <state>/<namespace>/<id>.json
+  std::string RecordPath(const std::string& ns, const std::string& id) const;
+  // <dir>/ns-<hash of namespace>.sock. containerd 1.6 sends no namespace with
+  // its requests, so each namespace gets a socket of its own, and `start`
+  // hands out the one for its -namespace: a connection's socket names its
+  // namespace. (1.7+ also send it as metadata.)
+  std::string NamespaceSocket(const std::string& ns) const;
+};
+
+// FNV-1a, as 16 hex digits: stable across builds and runs (std::hash is not).
+std::string StableHash(const std::string& s);
+
+// $EMBED_SHIM_RUN_DIR overrides /run/containerd-embed (tests, rootless hosts).
+InstancePaths PathsFor(const std::string& containerd_address);
+
+// containerd's identifier rule: [A-Za-z0-9]+([._-][A-Za-z0-9]+)*, at most 76
+// characters. Namespaces and ids become path components, so "../x" must
+// never pass.
+bool IsValidIdentifier(const std::string& s);
+
+}  // namespace shim

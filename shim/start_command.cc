@@ -1,0 +1,135 @@
+// `start`: one daemon per containerd. Under the instance lock, either find
+// the live daemon or start one, and print its address.
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "base/absl_fmt.h"
+#include "base/errno_status.h"
+#include "google/protobuf/wrappers.pb.h"
+#include "shim/commands.h"
+#include "shim/instance_lock.h"
+#include "shim/paths.h"
+#include "ttrpc/client.h"
+
+namespace shim {
+namespace {
+
+constexpr int kReadyTimeoutMs = 20000;
+
+bool Listening(const std::string& socket) { return ttrpc::DialUnix(socket).ok(); }
+
+std::string LogTail(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string all = ss.str();
+  return all.size() > 2000 ? all.substr(all.size() - 2000) : all;
+}
+
+// Starts `<self> -address A [-debug] serve` in its own session, with no stdio
+// on containerd's pipe, and waits until it listens.
+absl::Status SpawnDaemon(const Flags& flags, const InstancePaths& paths) {
+  int ready[2];
+  if (pipe2(ready, O_CLOEXEC) != 0) return base::ErrnoStatus("pipe2");
+  base::UniqueFd ready_read(ready[0]), ready_write(ready[1]);
+  std::string self = "/proc/self/exe";
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) self.assign(exe, static_cast<size_t>(n));
+
+  pid_t pid = fork();
+  if (pid < 0) return base::ErrnoStatus("fork");
+  if (pid == 0) {
+    setsid();
+    int null = open("/dev/null", O_RDWR);
+    int log = open(paths.log.c_str(), O_WRONLY | O_APPEND | O_CREAT, 0600);
+    dup2(null, 0);
+    dup2(null, 1);
+    dup2(log >= 0 ? log : null, 2);  // a crash before logging starts is still seen
+    dup2(ready_write.get(), 3);      // dup2 clears CLOEXEC on fd 3
+    setenv("EMBED_SHIM_READY_FD", "3", 1);
+    std::vector<std::string> args = {self, "-address", flags.address};
+    if (!flags.namespace_.empty()) {
+      args.push_back("-namespace");
+      args.push_back(flags.namespace_);
+    }
+    if (flags.debug) args.push_back("-debug");
+    args.push_back("serve");
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(self.c_str(), argv.data());
+    _exit(127);
+  }
+  ready_write.Reset();
+  pollfd p{ready_read.get(), POLLIN, 0};
+  int rc = poll(&p, 1, kReadyTimeoutMs);
+  char buf[8];
+  if (rc == 1 && read(ready_read.get(), buf, sizeof buf) > 0) return absl::OkStatus();
+  return absl::UnavailableError(
+      fmt::format("the shim daemon did not start{}; its log says:\n{}",
+                  rc == 0 ? " within 20 s" : "", LogTail(paths.log)));
+}
+
+// Asks the running daemon to serve `ns` and returns that socket's address.
+absl::StatusOr<std::string> ServeNamespace(const InstancePaths& paths, const std::string& ns) {
+  auto client = ttrpc::BlockingClient::Connect(paths.socket);
+  if (!client.ok()) return client.status();
+  google::protobuf::StringValue req;
+  req.set_value(ns);
+  ttrpc::CallOptions opts;
+  opts.timeout = absl::Seconds(10);
+  auto resp = (*client)->Call<google::protobuf::StringValue>(
+      "embedshim.v1.Admin", "ServeNamespace", req, opts);
+  if (!resp.ok()) return resp.status();
+  return resp->value();
+}
+
+}  // namespace
+
+int RunStart(const Flags& flags) {
+  if (flags.address.empty()) {
+    fmt::print(stderr, "start: -address (containerd's socket) is required\n");
+    return 1;
+  }
+  InstancePaths paths = PathsFor(flags.address);
+  if (absl::Status st = MakeInstanceDir(paths); !st.ok()) {
+    fmt::print(stderr, "start: {}\n", st);
+    return 1;
+  }
+  // Two starts at once (containerd starts tasks in parallel) give one daemon.
+  InstanceLock lock = InstanceLock::Acquire(paths.lock);
+  if (!lock.held()) {
+    fmt::print(stderr, "start: cannot lock {}: {}\n", paths.lock, std::strerror(errno));
+    return 1;
+  }
+  std::string address = flags.namespace_.empty()
+                            ? paths.address()
+                            : "unix://" + paths.NamespaceSocket(flags.namespace_);
+  if (Listening(paths.socket)) {
+    if (!flags.namespace_.empty()) {
+      auto served = ServeNamespace(paths, flags.namespace_);
+      if (!served.ok()) {
+        fmt::print(stderr, "start: the running shim cannot serve namespace {}: {}\n",
+                   flags.namespace_, served.status());
+        return 1;
+      }
+      address = *served;
+    }
+  } else if (absl::Status st = SpawnDaemon(flags, paths); !st.ok()) {
+    fmt::print(stderr, "start: {}\n", st);
+    return 1;
+  }
+  // containerd reads all of stdout as the address: print nothing else.
+  fmt::print("{}", address);
+  return 0;
+}
+
+}  // namespace shim

@@ -1,0 +1,108 @@
+#include "shim/state_store.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/absl_fmt.h"
+#include "base/errno_status.h"
+#include "base/unique_fd.h"
+#include "fmt/format.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace shim {
+namespace {
+
+absl::StatusOr<std::string> ReadAll(const std::string& path) {
+  base::UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return base::ErrnoStatus(fmt::format("open {}", path));
+  std::string out;
+  char buf[8192];
+  for (;;) {
+    ssize_t n = read(fd.get(), buf, sizeof buf);
+    if (n < 0) return base::ErrnoStatus(fmt::format("read {}", path));
+    if (n == 0) return out;
+    out.append(buf, static_cast<size_t>(n));
+  }
+}
+
+}  // namespace
+
+std::string StateStore::Path(const std::string& ns, const std::string& id) const {
+  return fmt::format("{}/{}/{}.json", dir_, ns, id);
+}
+
+absl::Status StateStore::Save(const embedshim::ContainerRecord& record) const {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.add_whitespace = true;
+  opts.preserve_proto_field_names = true;
+  if (auto st = google::protobuf::util::MessageToJsonString(record, &json, opts); !st.ok())
+    return absl::InternalError(fmt::format("encode state: {}", st.ToString()));
+  std::string ns_dir = fmt::format("{}/{}", dir_, record.namespace_());
+  if (mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST)
+    return base::ErrnoStatus(fmt::format("mkdir {}", dir_));
+  if (mkdir(ns_dir.c_str(), 0700) != 0 && errno != EEXIST)
+    return base::ErrnoStatus(fmt::format("mkdir {}", ns_dir));
+  std::string path = Path(record.namespace_(), record.id());
+  std::string tmp = path + ".tmp";
+  base::UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!fd) return base::ErrnoStatus(fmt::format("open {}", tmp));
+  if (write(fd.get(), json.data(), json.size()) != static_cast<ssize_t>(json.size()))
+    return base::ErrnoStatus(fmt::format("write {}", tmp));
+  fd.Reset();
+  // rename is atomic: a reader sees the old record or the new one, never a
+  // torn one, even if this process dies here. (/run is tmpfs: no fsync.)
+  if (rename(tmp.c_str(), path.c_str()) != 0)
+    return base::ErrnoStatus(fmt::format("rename {}", tmp));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<embedshim::ContainerRecord> StateStore::Load(const std::string& ns,
+                                                            const std::string& id) const {
+  std::string path = Path(ns, id);
+  absl::StatusOr<std::string> json = ReadAll(path);
+  if (!json.ok()) return json.status();
+  embedshim::ContainerRecord record;
+  if (auto st = google::protobuf::util::JsonStringToMessage(*json, &record); !st.ok())
+    return absl::DataLossError(fmt::format("{}: {}", path, st.ToString()));
+  return record;
+}
+
+absl::Status StateStore::Remove(const std::string& ns, const std::string& id) const {
+  std::string path = Path(ns, id);
+  if (unlink(path.c_str()) != 0 && errno != ENOENT)
+    return base::ErrnoStatus(fmt::format("unlink {}", path));
+  // The namespace directory goes when its last container does.
+  rmdir(fmt::format("{}/{}", dir_, ns).c_str());
+  return absl::OkStatus();
+}
+
+std::vector<embedshim::ContainerRecord> StateStore::LoadAll(
+    std::vector<std::string>* errors) const {
+  std::vector<embedshim::ContainerRecord> out;
+  DIR* top = opendir(dir_.c_str());
+  if (!top) return out;
+  while (dirent* ns = readdir(top)) {
+    std::string ns_name = ns->d_name;
+    if (ns_name == "." || ns_name == "..") continue;
+    DIR* sub = opendir(fmt::format("{}/{}", dir_, ns_name).c_str());
+    if (!sub) continue;
+    while (dirent* f = readdir(sub)) {
+      std::string name = f->d_name;
+      if (name.size() <= 5 || name.substr(name.size() - 5) != ".json") continue;
+      auto record = Load(ns_name, name.substr(0, name.size() - 5));
+      if (record.ok()) {
+        out.push_back(std::move(*record));
+      } else if (errors) {
+        errors->push_back(record.status().ToString());
+      }
+    }
+    closedir(sub);
+  }
+  closedir(top);
+  return out;
+}
+
+}  // namespace shim

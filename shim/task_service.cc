@@ -1,0 +1,576 @@
+#include "shim/task_service.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <unistd.h>
+
+#include "base/absl_fmt.h"
+#include "bpf/pidfd.h"
+#include "events_task.pb.h"
+#include "fmt/format.h"
+#include "google/protobuf/empty.pb.h"
+#include "shim.pb.h"
+#include "shim/log.h"
+#include "shim/oci/mount.h"
+#include "shim/oci/runc.h"
+#include "shim/oci/stdio.h"
+#include "shim/paths.h"
+#include "shim/runtime_options.h"
+
+namespace shim {
+
+namespace task = containerd::task::v2;
+namespace events = containerd::events;
+
+struct TaskService::Call {
+  std::string ns;
+  std::string payload;
+  ttrpc::Responder responder;
+
+  template <class Req>
+  absl::StatusOr<Req> Parse() const {
+    Req req;
+    if (!req.ParseFromString(payload))
+      return absl::InvalidArgumentError(
+          fmt::format("cannot decode {}", Req::descriptor()->full_name()));
+    return req;
+  }
+  void Reply(const google::protobuf::Message& resp) const {
+    responder.Reply(resp.SerializeAsString());
+  }
+  void Fail(const absl::Status& status) const { responder.Reply(status); }
+};
+
+namespace {
+
+constexpr char kNamespaceKey[] = "containerd-namespace-ttrpc";
+
+void SetTimestamp(google::protobuf::Timestamp* ts, int64_t unix_nano) {
+  ts->set_seconds(unix_nano / 1'000'000'000);
+  ts->set_nanos(static_cast<int32_t>(unix_nano % 1'000'000'000));
+}
+
+int64_t NowUnixNano() {
+  timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  return int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec;
+}
+
+oci::Runc RuncFor(const embedshim::ContainerRecord& r) {
+  oci::RuncConfig config;
+  config.binary = r.options().binary_name();
+  config.root = r.options().root() + "/" + r.namespace_();
+  config.systemd_cgroup = r.options().systemd_cgroup();
+  config.log_path = r.bundle() + "/log.json";
+  return oci::Runc(std::move(config));
+}
+
+// What `runc create` and its preparation produce, handed back to the loop.
+struct CreateResult {
+  absl::Status status;
+  pid_t pid = 0;
+  uint64_t start_boottime = 0;
+  base::UniqueFd stdin_keepalive;
+};
+
+// Runs on a worker: mount the rootfs, open stdio, `runc create`. On failure
+// it undoes what it did, so nothing stays mounted or created.
+CreateResult CreateContainer(const embedshim::ContainerRecord& r) {
+  CreateResult out;
+  std::string rootfs = r.bundle() + "/rootfs";
+  std::vector<oci::Mount> mounts;
+  for (const auto& m : r.rootfs())
+    mounts.push_back({m.type(), m.source(), {m.options().begin(), m.options().end()}});
+  if (!mounts.empty()) {
+    out.status = oci::MountRootfs(mounts, rootfs);
+    if (!out.status.ok()) return out;
+  }
+  auto undo_mounts = [&] {
+    if (!mounts.empty()) (void)oci::UnmountRootfs(rootfs);
+  };
+  auto stdio = oci::OpenStdio({r.stdin(), r.stdout(), r.stderr()});
+  if (!stdio.ok()) {
+    undo_mounts();
+    out.status = stdio.status();
+    return out;
+  }
+  oci::Runc runc = RuncFor(r);
+  std::string pid_file = r.bundle() + "/init.pid";
+  out.status = runc.Create(r.id(), r.bundle(), pid_file, std::move(stdio->child),
+                           r.options().no_pivot_root(), r.options().no_new_keyring());
+  if (out.status.ok()) {
+    auto pid = oci::ReadPidFile(pid_file);
+    if (pid.ok()) {
+      out.pid = *pid;
+      auto start = bpf::ReadStartBoottime(*pid);
+      if (start.ok()) out.start_boottime = *start;
+      else out.status = start.status();
+    } else {
+      out.status = pid.status();
+    }
+  }
+  if (!out.status.ok()) {
+    (void)runc.Delete(r.id(), /*force=*/true);
+    undo_mounts();
+    return out;
+  }
+  out.stdin_keepalive = std::move(stdio->stdin_keepalive);
+  return out;
+}
+
+}  // namespace
+
+TaskService::TaskService(ttrpc::EventLoop& loop, WorkerPool& pool, StateStore& store,
+                         EventPublisher& events, bpf::ExitMonitor& monitor)
+    : loop_(loop), pool_(pool), store_(store), events_(events), monitor_(monitor) {}
+
+void TaskService::RegisterOn(ttrpc::Server& server) {
+  using Method = void (TaskService::*)(Call);
+  const std::pair<const char*, Method> methods[] = {
+      {"Create", &TaskService::Create},   {"Start", &TaskService::Start},
+      {"State", &TaskService::State},     {"Kill", &TaskService::Kill},
+      {"Wait", &TaskService::Wait},       {"Delete", &TaskService::Delete},
+      {"Pids", &TaskService::Pids},       {"Connect", &TaskService::Connect},
+      {"Shutdown", &TaskService::Shutdown}, {"CloseIO", &TaskService::CloseIO},
+  };
+  // containerd 2.x may speak v3; its messages are v2's under another name.
+  for (const char* service : {"containerd.task.v2.Task", "containerd.task.v3.Task"}) {
+    for (auto [name, method] : methods) {
+      server.Register(service, name, [this, method](ttrpc::RequestContext ctx,
+                                                    std::string payload,
+                                                    ttrpc::Responder responder) {
+        // containerd 1.7+ name the namespace in metadata; 1.6 does not, and
+        // then the socket the connection came in on names it.
+        Call call{std::string(ttrpc::FindMetadata(ctx.metadata, kNamespaceKey)
+                                  .value_or(ctx.listener_label)),
+                  std::move(payload), std::move(responder)};
+        if (!IsValidIdentifier(call.ns)) {
+          call.Fail(absl::InvalidArgumentError(fmt::format(
+              "request namespace {:?} is not a valid identifier (send {} metadata, or "
+              "use the socket `start` returned for the namespace)", call.ns, kNamespaceKey)));
+          return;
+        }
+        (this->*method)(std::move(call));
+      });
+    }
+    for (const char* name : {"Pause", "Resume", "Checkpoint", "Exec", "ResizePty", "Update",
+                             "Stats"}) {
+      server.Register(service, name, [name](ttrpc::RequestContext, std::string,
+                                            ttrpc::Responder r) {
+        r.Reply(absl::UnimplementedError(
+            fmt::format("{} is not supported by containerd-shim-embed-v1 yet", name)));
+      });
+    }
+  }
+}
+
+absl::StatusOr<Container*> TaskService::Find(const std::string& ns, const std::string& id,
+                                             const std::string& exec_id) {
+  if (!IsValidIdentifier(id))
+    return absl::InvalidArgumentError(fmt::format("container id {:?} is not valid", id));
+  auto it = containers_.find(Key{ns, id});
+  if (it == containers_.end())
+    return absl::NotFoundError(fmt::format("container {} not created", id));
+  if (!exec_id.empty())
+    return absl::NotFoundError(fmt::format("exec {} of container {} not found", exec_id, id));
+  return it->second.get();
+}
+
+void TaskService::Persist(const Container& c) {
+  embedshim::ContainerRecord record = c.record;
+  record.set_status(ToRecord(c.state));
+  if (absl::Status st = store_.Save(record); !st.ok())
+    LogFor(LogLevel::kError, c.ns(), c.id(), "persisting state: {}", st);
+}
+
+void TaskService::Create(Call call) {
+  auto req = call.Parse<task::CreateTaskRequest>();
+  if (!req.ok()) return call.Fail(req.status());
+  const std::string& id = req->id();
+  if (!IsValidIdentifier(id))
+    return call.Fail(absl::InvalidArgumentError(fmt::format("container id {:?} is not valid", id)));
+  if (req->bundle().empty() || req->bundle()[0] != '/')
+    return call.Fail(absl::InvalidArgumentError(
+        fmt::format("bundle {:?} must be an absolute path", req->bundle())));
+  struct stat st;
+  if (stat((req->bundle() + "/config.json").c_str(), &st) != 0)
+    return call.Fail(absl::NotFoundError(
+        fmt::format("bundle {}: no config.json: {}", req->bundle(), std::strerror(errno))));
+  if (req->terminal())
+    return call.Fail(absl::UnimplementedError("terminal (tty) containers are not supported yet"));
+  if (!req->checkpoint().empty())
+    return call.Fail(absl::UnimplementedError("restoring from a checkpoint is not supported"));
+
+  if (auto it = containers_.find(Key{call.ns, id}); it != containers_.end()) {
+    // A replayed Create for the same bundle gets the same answer.
+    if (it->second->record.bundle() == req->bundle() && it->second->record.pid() != 0) {
+      task::CreateTaskResponse resp;
+      resp.set_pid(it->second->record.pid());
+      return call.Reply(resp);
+    }
+    return call.Fail(absl::AlreadyExistsError(fmt::format("container {} already exists", id)));
+  }
+  auto options = DecodeRuntimeOptions(req->options());
+  if (!options.ok()) return call.Fail(options.status());
+
+  auto owned = std::make_unique<Container>();
+  Container& c = *owned;
+  embedshim::ContainerRecord& r = c.record;
+  r.set_namespace_(call.ns);
+  r.set_id(id);
+  r.set_bundle(req->bundle());
+  r.set_stdin(req->stdin());
+  r.set_stdout(req->stdout());
+  r.set_stderr(req->stderr());
+  *r.mutable_options() = WithDefaults(*options);
+  r.set_created_at_unix_nano(NowUnixNano());
+  for (const auto& m : req->rootfs()) {
+    auto* mr = r.add_rootfs();
+    mr->set_type(m.type());
+    mr->set_source(m.source());
+    for (const auto& o : m.options()) mr->add_options(o);
+  }
+  Key key{call.ns, id};
+  containers_[key] = std::move(owned);
+  LogFor(LogLevel::kInfo, call.ns, id, "create bundle={} runtime={}", r.bundle(),
+         r.options().binary_name());
+
+  c.RunSerially([this, &c, key, call = std::move(call), req = std::move(*req)]() mutable {
+    pool_.Run<std::shared_ptr<CreateResult>>(
+        [record = c.record] { return std::make_shared<CreateResult>(CreateContainer(record)); },
+        [this, key, call = std::move(call), req = std::move(req)](std::shared_ptr<CreateResult> res) {
+          auto it = containers_.find(key);
+          Container& c = *it->second;
+          if (!res->status.ok()) {
+            LogFor(LogLevel::kError, c.ns(), c.id(), "create failed: {}", res->status);
+            call.Fail(res->status);
+            containers_.erase(it);  // nothing mounted or created remains
+            MaybeIdle();
+            return;
+          }
+          // runc holds the init until `runc start`, so tracking it now cannot
+          // miss its exit.
+          if (absl::Status st = monitor_.Track(res->pid, res->start_boottime); !st.ok()) {
+            LogFor(LogLevel::kError, c.ns(), c.id(), "tracking pid {}: {}", res->pid, st);
+          }
+          by_pid_[res->pid] = key;
+          c.record.set_pid(static_cast<uint32_t>(res->pid));
+          c.record.set_start_boottime(res->start_boottime);
+          c.stdin_keepalive = std::move(res->stdin_keepalive);
+          c.state = ProcessState::kCreated;
+          Persist(c);
+
+          events::TaskCreate ev;
+          ev.set_container_id(c.id());
+          ev.set_bundle(c.record.bundle());
+          *ev.mutable_rootfs() = req.rootfs();
+          ev.mutable_io()->set_stdin(req.stdin());
+          ev.mutable_io()->set_stdout(req.stdout());
+          ev.mutable_io()->set_stderr(req.stderr());
+          ev.mutable_io()->set_terminal(req.terminal());
+          ev.set_pid(c.record.pid());
+          events_.Publish(c.ns(), "/tasks/create", ev);
+          LogFor(LogLevel::kInfo, c.ns(), c.id(), "created pid={}", c.record.pid());
+
+          task::CreateTaskResponse resp;
+          resp.set_pid(c.record.pid());
+          call.Reply(resp);
+          c.Done();
+        });
+  });
+}
+
+void TaskService::Start(Call call) {
+  auto req = call.Parse<task::StartRequest>();
+  if (!req.ok()) return call.Fail(req.status());
+  auto found = Find(call.ns, req->id(), req->exec_id());
+  if (!found.ok()) return call.Fail(found.status());
+  Container& c = **found;
+  c.RunSerially([this, &c, call = std::move(call)]() mutable {
+    if (auto next = Transition(c.state, ProcessEvent::kStart); !next.ok()) {
+      call.Fail(next.status());
+      return c.Done();
+    }
+    c.starting = true;
+    pool_.Run<absl::Status>(
+        [runc = RuncFor(c.record), id = c.id()]() mutable { return runc.Start(id); },
+        [this, &c, call = std::move(call)](absl::Status st) {
+          c.starting = false;
+          if (st.ok()) {
+            c.state = ProcessState::kRunning;
+            Persist(c);
+            events::TaskStart ev;
+            ev.set_container_id(c.id());
+            ev.set_pid(c.record.pid());
+            events_.Publish(c.ns(), "/tasks/start", ev);
+            LogFor(LogLevel::kInfo, c.ns(), c.id(), "started pid={}", c.record.pid());
+            task::StartResponse resp;
+            resp.set_pid(c.record.pid());
+            call.Reply(resp);
+          } else {
+            LogFor(LogLevel::kError, c.ns(), c.id(), "start failed: {}", st);
+            call.Fail(st);
+          }
+          if (c.exit_during_start) {
+            bpf::ExitRecord exit = *c.exit_during_start;
+            c.exit_during_start.reset();
+            ApplyExit(c, exit);
+          }
+          c.Done();
+        });
+  });
+}
+
+void TaskService::State(Call call) {
+  auto req = call.Parse<task::StateRequest>();
+  if (!req.ok()) return call.Fail(req.status());
+  auto found = Find(call.ns, req->id(), req->exec_id());
+  if (!found.ok()) return call.Fail(found.status());
+  const Container& c = **found;
+  task::StateResponse resp;
+  resp.set_id(c.id());
+  resp.set_bundle(c.record.bundle());
+  resp.set_pid(c.record.pid());
+  resp.set_status(static_cast<containerd::v1::types::Status>(ToContainerdStatus(c.state)));
+  resp.set_stdin(c.record.stdin());
+  resp.set_stdout(c.record.stdout());
+  resp.set_stderr(c.record.stderr());
+  resp.set_terminal(c.record.terminal());
+  resp.set_exit_status(c.record.exit_status());
+  if (c.state == ProcessState::kStopped)
+    SetTimestamp(resp.mutable_exited_at(), c.record.exited_at_unix_nano());
+  call.Reply(resp);
+}
+
+void TaskService::Kill(Call call) {
+  auto req = call.Parse<task::KillRequest>();
+  if (!req.ok()) return call.Fail(req.status());
+  auto found = Find(call.ns, req->id(), req->exec_id());
+  if (!found.ok()) return call.Fail(found.status());
+  Container& c = **found;
+  c.RunSerially([this, &c, call = std::move(call), req = std::move(*req)]() mutable {
+    if (auto next = Transition(c.state, ProcessEvent::kKill); !next.ok()) {
+      call.Fail(next.status());
+      return c.Done();
+    }
+    LogFor(LogLevel::kInfo, c.ns(), c.id(), "kill signal={} all={}", req.signal(), req.all());
+    pool_.Run<absl::Status>(
+        [runc = RuncFor(c.record), id = c.id(), sig = static_cast<int>(req.signal()),
+         all = req.all()]() mutable { return runc.Kill(id, sig, all); },
+        [&c, call = std::move(call)](absl::Status st) {
+          if (st.ok()) {
+            call.Reply(google::protobuf::Empty());
+          } else {
+            LogFor(LogLevel::kWarn, c.ns(), c.id(), "kill: {}", st);
+            call.Fail(st);
+          }
+          c.Done();
+        });
+  });
+}
+
+void TaskService::Wait(Call call) {
+  auto req = call.Parse<task::WaitRequest>();
+  if (!req.ok()) return call.Fail(req.status());
+  auto found = Find(call.ns, req->id(), req->exec_id());
+  if (!found.ok()) return call.Fail(found.status());
+  Container& c = **found;
+  if (c.state == ProcessState::kStopped) {
+    task::WaitResponse resp;
+    resp.set_exit_status(c.record.exit_status());
+    SetTimestamp(resp.mutable_exited_at(), c.record.exited_at_unix_nano());
+    return call.Reply(resp);
+  }
+  c.waiters.push_back(std::move(call.responder));
+}
+
+void TaskService::OnExit(const bpf::ExitRecord& exit) {
+  auto it = by_pid_.find(exit.pid);
+  if (it == by_pid_.end()) {
+    (void)monitor_.Forget(exit.pid);  // not ours (any more)
+    return;
+  }
+  auto c = containers_.find(it->second);
+  if (c == containers_.end()) {
+    by_pid_.erase(it);
+    (void)monitor_.Forget(exit.pid);
+    return;
+  }
+  if (c->second->starting) {
+    c->second->exit_during_start = exit;
+    return;
+  }
+  ApplyExit(*c->second, exit);
+}
+
+void TaskService::ApplyExit(Container& c, const bpf::ExitRecord& exit) {
+  auto next = Transition(c.state, ProcessEvent::kExit);
+  if (!next.ok() || c.state == ProcessState::kStopped) return;
+  c.state = *next;
+  c.record.set_exit_status(static_cast<uint32_t>(bpf::ExitCode(exit.wait_status)));
+  c.record.set_exited_at_unix_nano(exit.exited_at_ns);
+  Persist(c);  // first on disk, then out: a restart never reports it twice
+  (void)monitor_.Forget(exit.pid);
+  by_pid_.erase(exit.pid);
+  LogFor(LogLevel::kInfo, c.ns(), c.id(), "exited pid={} status={}", exit.pid,
+         c.record.exit_status());
+
+  events::TaskExit ev;
+  ev.set_container_id(c.id());
+  ev.set_id(c.id());  // CRI finds the task by `id`: the container id for init
+  ev.set_pid(c.record.pid());
+  ev.set_exit_status(c.record.exit_status());
+  SetTimestamp(ev.mutable_exited_at(), c.record.exited_at_unix_nano());
+  events_.Publish(c.ns(), "/tasks/exit", ev);
+
+  task::WaitResponse resp;
+  resp.set_exit_status(c.record.exit_status());
+  SetTimestamp(resp.mutable_exited_at(), c.record.exited_at_unix_nano());
+  std::string bytes = resp.SerializeAsString();
+  for (auto& w : c.waiters) w.Reply(bytes);
+  c.waiters.clear();
+}
+
+void TaskService::Delete(Call call) {
+  auto req = call.Parse<task::DeleteRequest>();
+  if (!req.ok()) return call.Fail(req.status());
+  auto found = Find(call.ns, req->id(), req->exec_id());
+  if (!found.ok()) return call.Fail(found.status());
+  Container& c = **found;
+  c.RunSerially([this, &c, call = std::move(call)]() mutable {
+    auto next = Transition(c.state, ProcessEvent::kDelete);
+    if (!next.ok()) {
+      call.Fail(next.status());
+      return c.Done();
+    }
+    bool never_started = c.state == ProcessState::kCreated;
+    if (never_started) {
+      // `runc delete` kills the waiting init; that is no exit to report.
+      (void)monitor_.Untrack(c.record.pid());
+      by_pid_.erase(c.record.pid());
+    }
+    pool_.Run<absl::Status>(
+        [runc = RuncFor(c.record), id = c.id(), bundle = c.record.bundle(),
+         force = never_started]() mutable {
+          absl::Status st = runc.Delete(id, force);
+          if (absl::IsNotFound(st)) st = absl::OkStatus();  // already gone
+          absl::Status um = oci::UnmountRootfs(bundle + "/rootfs");
+          return st.ok() ? um : st;
+        },
+        [this, &c, call = std::move(call), never_started](absl::Status st) {
+          if (!st.ok()) {
+            LogFor(LogLevel::kError, c.ns(), c.id(), "delete failed: {}", st);
+            call.Fail(st);
+            return c.Done();
+          }
+          if (never_started) c.record.set_exited_at_unix_nano(NowUnixNano());
+          task::DeleteResponse resp;
+          resp.set_pid(c.record.pid());
+          resp.set_exit_status(c.record.exit_status());
+          SetTimestamp(resp.mutable_exited_at(), c.record.exited_at_unix_nano());
+
+          events::TaskDelete ev;
+          ev.set_container_id(c.id());
+          ev.set_id(c.id());
+          ev.set_pid(c.record.pid());
+          ev.set_exit_status(c.record.exit_status());
+          SetTimestamp(ev.mutable_exited_at(), c.record.exited_at_unix_nano());
+          events_.Publish(c.ns(), "/tasks/delete", ev);
+          LogFor(LogLevel::kInfo, c.ns(), c.id(), "deleted");
+          call.Reply(resp);
+          Remove(c);  // queued ops find the container gone
+        });
+  });
+}
+
+void TaskService::Remove(Container& c) {
+  Key key{c.ns(), c.id()};
+  if (absl::Status st = store_.Remove(c.ns(), c.id()); !st.ok())
+    LogFor(LogLevel::kError, c.ns(), c.id(), "removing state: {}", st);
+  by_pid_.erase(c.record.pid());
+  for (auto& w : c.waiters) w.Reply(absl::NotFoundError("container deleted"));
+  // RPCs queued behind the delete now find a deleted process and say so.
+  c.state = ProcessState::kDeleted;
+  c.Done();
+  containers_.erase(key);
+  MaybeIdle();
+}
+
+void TaskService::Pids(Call call) {
+  auto req = call.Parse<task::PidsRequest>();
+  if (!req.ok()) return call.Fail(req.status());
+  auto found = Find(call.ns, req->id(), "");
+  if (!found.ok()) return call.Fail(found.status());
+  Container& c = **found;
+  pool_.Run<absl::StatusOr<std::vector<pid_t>>>(
+      [runc = RuncFor(c.record), id = c.id()]() mutable { return runc.Ps(id); },
+      [call = std::move(call)](absl::StatusOr<std::vector<pid_t>> pids) {
+        if (!pids.ok()) return call.Fail(pids.status());
+        task::PidsResponse resp;
+        for (pid_t p : *pids) resp.add_processes()->set_pid(static_cast<uint32_t>(p));
+        call.Reply(resp);
+      });
+}
+
+void TaskService::Connect(Call call) {
+  auto req = call.Parse<task::ConnectRequest>();
+  if (!req.ok()) return call.Fail(req.status());
+  auto found = Find(call.ns, req->id(), "");
+  if (!found.ok()) return call.Fail(found.status());
+  task::ConnectResponse resp;
+  resp.set_shim_pid(static_cast<uint32_t>(getpid()));
+  resp.set_task_pid((*found)->record.pid());
+  call.Reply(resp);
+}
+
+void TaskService::Shutdown(Call call) {
+  // Other containers may still be served: the daemon exits only once none is
+  // left (MaybeIdle), never because one task's owner asked.
+  shutdown_requested_ = true;
+  call.Reply(google::protobuf::Empty());
+  MaybeIdle();
+}
+
+void TaskService::CloseIO(Call call) {
+  auto req = call.Parse<task::CloseIORequest>();
+  if (!req.ok()) return call.Fail(req.status());
+  auto found = Find(call.ns, req->id(), req->exec_id());
+  if (!found.ok()) return call.Fail(found.status());
+  if (req->stdin()) (*found)->stdin_keepalive.Reset();
+  call.Reply(google::protobuf::Empty());
+}
+
+void TaskService::MaybeIdle() {
+  if (shutdown_requested_ && containers_.empty() && on_idle_) on_idle_();
+}
+
+std::vector<std::string> TaskService::Namespaces() const {
+  std::vector<std::string> out;
+  for (const auto& [key, c] : containers_) {
+    if (std::find(out.begin(), out.end(), key.first) == out.end()) out.push_back(key.first);
+  }
+  return out;
+}
+
+void TaskService::Recover() {
+  std::vector<std::string> errors;
+  for (auto& record : store_.LoadAll(&errors)) {
+    auto c = std::make_unique<Container>();
+    c->record = record;
+    c->state = FromRecord(record.status());
+    Key key{record.namespace_(), record.id()};
+    if (c->state == ProcessState::kCreated || c->state == ProcessState::kRunning ||
+        c->state == ProcessState::kPaused)
+      by_pid_[static_cast<pid_t>(record.pid())] = key;
+    containers_[key] = std::move(c);
+  }
+  for (const auto& e : errors) LogError("recover: {}", e);
+  // Exits recorded while no server ran: the pinned map is the truth.
+  if (auto exits = monitor_.Replay(); exits.ok()) {
+    for (const auto& exit : *exits) OnExit(exit);
+  }
+  LogInfo("recovered {} containers", containers_.size());
+}
+
+}  // namespace shim

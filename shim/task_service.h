@@ -1,0 +1,76 @@
+// TaskService: containerd's Task API (containerd.task.v2.Task, and the
+// identical v3) for every container of one containerd, keyed by
+// (namespace, id). Handlers run on the loop thread; runc calls run on the
+// worker pool; results come back to the loop, which owns all state.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "bpf/exit_monitor.h"
+#include "shim/container.h"
+#include "shim/event_publisher.h"
+#include "shim/state_store.h"
+#include "shim/worker_pool.h"
+#include "ttrpc/server.h"
+
+namespace shim {
+
+class TaskService {
+ public:
+  TaskService(ttrpc::EventLoop& loop, WorkerPool& pool, StateStore& store,
+              EventPublisher& events, bpf::ExitMonitor& monitor);
+
+  void RegisterOn(ttrpc::Server& server);
+
+  // Rebuilds containers from their records after a restart of the server,
+  // and reports exits that happened while no server ran.
+  void Recover();
+
+  // From the exit monitor, on the loop thread.
+  void OnExit(const bpf::ExitRecord& exit);
+
+  // Called when Shutdown was asked for and no container is left.
+  void SetOnIdle(std::function<void()> on_idle) { on_idle_ = std::move(on_idle); }
+  size_t container_count() const { return containers_.size(); }
+  // The namespaces that have containers.
+  std::vector<std::string> Namespaces() const;
+  bool shutdown_requested() const { return shutdown_requested_; }
+
+ private:
+  struct Call;
+  using Key = std::pair<std::string, std::string>;  // (namespace, id)
+
+  void Create(Call call);
+  void Start(Call call);
+  void State(Call call);
+  void Kill(Call call);
+  void Wait(Call call);
+  void Delete(Call call);
+  void Pids(Call call);
+  void Connect(Call call);
+  void Shutdown(Call call);
+  void CloseIO(Call call);
+
+  // The container a request names, or the error to answer with.
+  absl::StatusOr<Container*> Find(const std::string& ns, const std::string& id,
+                                  const std::string& exec_id);
+  void ApplyExit(Container& c, const bpf::ExitRecord& exit);
+  void Persist(const Container& c);
+  void Remove(Container& c);
+  void MaybeIdle();
+
+  ttrpc::EventLoop& loop_;
+  WorkerPool& pool_;
+  StateStore& store_;
+  EventPublisher& events_;
+  bpf::ExitMonitor& monitor_;
+  absl::flat_hash_map<Key, std::unique_ptr<Container>> containers_;
+  absl::flat_hash_map<pid_t, Key> by_pid_;  // tracked init pids
+  bool shutdown_requested_ = false;
+  std::function<void()> on_idle_;
+};
+
+}  // namespace shim
