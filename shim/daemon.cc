@@ -45,14 +45,12 @@ void NotifyReady() {
 // Removes everything the instance created. Called with the start lock held,
 // so no `start` sees a half-removed instance.
 void RemoveInstance(const InstancePaths& paths) {
-  unlink(paths.socket.c_str());
   if (absl::Status st = bpf::ExitMonitor::RemovePins(paths.bpf); !st.ok())
     LogError("removing pins {}: {}", paths.bpf, st);
+  // Sockets (main and per-namespace), state, log and the lock file we hold.
   std::error_code ec;
-  std::filesystem::remove_all(paths.state, ec);
-  unlink(paths.log.c_str());
-  unlink(paths.lock.c_str());
-  rmdir(paths.dir.c_str());
+  std::filesystem::remove_all(paths.dir, ec);
+  if (ec) LogError("removing {}: {}", paths.dir, ec.message());
 }
 
 }  // namespace
