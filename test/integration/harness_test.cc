@@ -289,6 +289,39 @@ TEST_CASE("PrivateContainerd: teardown kills running tasks and shims; restart ke
   CheckNothingLeft(dir);
 }
 
+TEST_CASE("PrivateContainerd: directories of fixtures whose test died are swept",
+          "[harness][containerd]") {
+  ScopedTempDir base("harness-sweep-");
+  REQUIRE_OK(base.status());
+  // What a SIGKILLed test leaves: its dir, a mount, a process using it.
+  const std::string stale = base.Sub("embed-ctrd-dead01");
+  REQUIRE_OK(test_support::MakeDirs(stale + "/state/mnt"));
+  REQUIRE_OK(test_support::WriteFile(stale + "/owner", "999999999 12345\n"));
+  REQUIRE(mount("tmpfs", (stale + "/state/mnt").c_str(), "tmpfs", 0, "size=1m") == 0);
+  SpawnOptions o;
+  o.argv = {"sleep", "600"};
+  o.cwd = stale;
+  absl::StatusOr<Subprocess> user = Subprocess::Spawn(std::move(o));
+  REQUIRE_OK(user);
+  // A live fixture's dir (owner = this process) and one still starting (no
+  // owner file yet, fresh) are left alone.
+  test_support::PrivateContainerdOptions options;
+  options.base_dir = base.path();
+  absl::StatusOr<std::unique_ptr<PrivateContainerd>> live = PrivateContainerd::Start(options);
+  REQUIRE_OK(live);
+  const std::string starting = base.Sub("embed-ctrd-new001");
+  REQUIRE_OK(test_support::MakeDirs(starting));
+
+  CHECK(test_support::SweepStaleContainerdDirs(base.path()) == 0);  // Start() swept it
+  CHECK_FALSE(PathExists(stale));
+  absl::StatusOr<test_support::ExitStatus> st = user->Wait(DeadlineIn(30s));
+  REQUIRE_OK(st);
+  CHECK(st->signal == SIGKILL);
+  CHECK(PathExists((*live)->dir()));
+  CHECK(PathExists(starting));
+  CHECK(RunCtrOrDie(**live, {"version"}).find("Server:") != std::string::npos);
+}
+
 TEST_CASE("PrivateContainerd: a containerd that cannot start fails fast with its log",
           "[harness][containerd]") {
   test_support::PrivateContainerdOptions o;

@@ -1,5 +1,6 @@
 #include "test/support/private_containerd.h"
 
+#include <dirent.h>
 #include <poll.h>
 #include <sys/inotify.h>
 #include <sys/socket.h>
@@ -8,9 +9,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <utility>
 
 #include "absl/strings/str_join.h"
@@ -62,7 +65,69 @@ std::string TomlString(std::string_view s) {
   return out + "\"";
 }
 
+constexpr char kDirPrefix[] = "embed-ctrd-";
+
+// "<pid> <start time in clock ticks since boot>" of a process, or "".
+std::string ProcessIdentity(pid_t pid) {
+  absl::StatusOr<std::string> stat = ReadFile(fmt::format("/proc/{}/stat", pid));
+  if (!stat.ok()) return {};
+  size_t close = stat->rfind(')');
+  if (close == std::string::npos) return {};
+  // Fields after "(comm)": state is field 3, starttime field 22.
+  std::vector<std::string> f = Split(std::string_view(*stat).substr(close + 2), ' ');
+  if (f.size() < 20) return {};
+  return fmt::format("{} {}", pid, f[19]);
+}
+
+bool OwnerAlive(const std::string& dir) {
+  absl::StatusOr<std::string> owner = ReadFile(dir + "/owner");
+  if (!owner.ok()) {
+    // No owner file: a fixture still starting, or one from a crash before it
+    // wrote the file. Only an old directory is considered stale.
+    struct stat st;
+    if (stat(dir.c_str(), &st) != 0) return false;
+    return time(nullptr) - st.st_mtime < 600;
+  }
+  std::vector<std::string> f = Split(*owner, ' ');
+  if (f.empty()) return false;
+  pid_t pid = static_cast<pid_t>(std::strtol(f[0].c_str(), nullptr, 10));
+  std::string now = pid > 0 ? ProcessIdentity(pid) : std::string();
+  std::string recorded = *owner;
+  while (!recorded.empty() && std::isspace(static_cast<unsigned char>(recorded.back()))) {
+    recorded.pop_back();
+  }
+  return !now.empty() && now == recorded;
+}
+
 }  // namespace
+
+int SweepStaleContainerdDirs(const std::string& base_dir) {
+  int removed = 0;
+  DIR* d = opendir(base_dir.c_str());
+  if (d == nullptr) return 0;
+  std::vector<std::string> candidates;
+  while (dirent* e = readdir(d)) {
+    if (std::string_view(e->d_name).starts_with(kDirPrefix)) {
+      candidates.push_back(base_dir + "/" + e->d_name);
+    }
+  }
+  closedir(d);
+  for (const std::string& dir : candidates) {
+    if (OwnerAlive(dir)) continue;
+    std::vector<pid_t> pids = ProcessesReferencing(dir);
+    if (!pids.empty()) KillAndWait(pids, DeadlineIn(std::chrono::seconds(10)));
+    ReapOrphans();
+    absl::Status s = UnmountUnder(dir);
+    if (s.ok()) s = RemoveTree(dir);
+    if (s.ok()) {
+      ++removed;
+      fmt::print(stderr, "PrivateContainerd: removed stale {} (its test died)\n", dir);
+    } else {
+      fmt::print(stderr, "PrivateContainerd: cannot remove stale {}: {}\n", dir, s.ToString());
+    }
+  }
+  return removed;
+}
 
 std::string DefaultShimDir() {
   if (const char* env = std::getenv("EMBED_SHIM_DIR"); env != nullptr && *env != '\0') return env;
@@ -70,14 +135,18 @@ std::string DefaultShimDir() {
 }
 
 PrivateContainerd::PrivateContainerd(PrivateContainerdOptions options)
-    : options_(std::move(options)), temp_("embed-ctrd-", options_.base_dir) {}
+    : options_(std::move(options)), temp_(kDirPrefix, options_.base_dir) {}
 
 absl::StatusOr<std::unique_ptr<PrivateContainerd>> PrivateContainerd::Start(
     PrivateContainerdOptions options) {
   if (absl::Status s = BecomeSubreaper(); !s.ok()) return s;
+  SweepStaleContainerdDirs(options.base_dir);
   std::unique_ptr<PrivateContainerd> cd(new PrivateContainerd(std::move(options)));
   if (!cd->temp_.ok()) return cd->temp_.status();
   cd->dir_ = cd->temp_.path();
+  if (absl::Status s = WriteFile(cd->dir_ + "/owner", ProcessIdentity(getpid()) + "\n"); !s.ok()) {
+    return s;
+  }
   cd->address_ = cd->dir_ + "/containerd.sock";
   if (cd->ttrpc_address().size() >= sizeof(sockaddr_un::sun_path)) {
     return absl::InvalidArgumentError("socket path too long: " + cd->ttrpc_address());

@@ -19,6 +19,11 @@
 // descendants; reap orphans; lazily unmount everything under dir(), deepest
 // first; remove dir() without crossing filesystems.
 //
+// A test that dies without running its destructors (SIGKILL, a meson
+// timeout) leaves its directory behind: Start() first sweeps directories of
+// earlier fixtures whose owner process (dir()/owner: pid and start time) is
+// gone, killing what still references them and unmounting what is below.
+//
 // Put container root filesystems under dir() (MakeBusyboxRootfs) so that
 // teardown covers them too. Use UniqueName() for container ids.
 #pragma once
@@ -43,6 +48,10 @@ namespace test_support {
 // The directory holding our shim binary: $EMBED_SHIM_DIR if set, else the
 // build tree's shim/ directory (compiled in by test/support/meson.build).
 std::string DefaultShimDir();
+
+// Removes <base_dir>/embed-ctrd-* directories left by fixtures whose process
+// died (see above). Returns how many were removed. Start() calls it.
+int SweepStaleContainerdDirs(const std::string& base_dir = "/tmp");
 
 struct PrivateContainerdOptions {
   // Put in front of containerd's PATH. nullopt = {DefaultShimDir()}.
