@@ -25,9 +25,6 @@ struct Container {
   bool starting = false;
   std::optional<bpf::ExitRecord> exit_during_start;
 
-  // The shim's own write end of the stdin fifo, closed by CloseIO.
-  base::UniqueFd stdin_keepalive;
-
   // Wait RPCs answered when the process exits.
   std::vector<ttrpc::Responder> waiters;
 
@@ -53,6 +50,9 @@ struct Container {
 
   const std::string& ns() const { return record.namespace_(); }
   const std::string& id() const { return record.id(); }
+  // The name under which the keeper holds our write end of the stdin fifo
+  // (closed by CloseIO), so a restarted server does not lose it.
+  std::string stdin_keepalive_name() const { return "stdin/" + ns() + "/" + id(); }
 
  private:
   bool busy_ = false;

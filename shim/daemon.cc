@@ -17,6 +17,7 @@
 #include "google/protobuf/wrappers.pb.h"
 #include "shim/event_publisher.h"
 #include "shim/instance_lock.h"
+#include "shim/keeper_link.h"
 #include "shim/log.h"
 #include "shim/paths.h"
 #include "shim/state_store.h"
@@ -33,15 +34,6 @@ constexpr absl::Duration kIdleLinger = absl::Seconds(1);
 // How long undelivered events may hold up an idle exit.
 constexpr absl::Duration kEventFlushLimit = absl::Seconds(5);
 
-void NotifyReady() {
-  const char* fd_env = std::getenv("EMBED_SHIM_READY_FD");
-  if (!fd_env) return;
-  int fd = std::atoi(fd_env);
-  (void)!write(fd, "ready\n", 6);
-  close(fd);
-  unsetenv("EMBED_SHIM_READY_FD");
-}
-
 // Removes everything the instance created. Called with the start lock held,
 // so no `start` sees a half-removed instance.
 void RemoveInstance(const InstancePaths& paths) {
@@ -57,11 +49,15 @@ void RemoveInstance(const InstancePaths& paths) {
 
 int RunDaemon(const Flags& flags) {
   InstancePaths paths = PathsFor(flags.address);
-  if (absl::Status st = MakeInstanceDir(paths); !st.ok()) {
-    fmt::print(stderr, "containerd-shim-embed-v1: {}\n", st);
-    return 1;
-  }
   Log::Init(paths.log, flags.debug);
+  const char* keeper_fd = std::getenv("EMBED_SHIM_KEEPER_FD");
+  if (!keeper_fd) {
+    LogError("serve: no keeper channel ($EMBED_SHIM_KEEPER_FD); the server is started by "
+             "containerd-shim-embed-v1-keeper, which `start` runs");
+    return 2;
+  }
+  base::UniqueFd channel(std::atoi(keeper_fd));
+  unsetenv("EMBED_SHIM_KEEPER_FD");
   chdir("/");  // never pin a bundle directory
   signal(SIGPIPE, SIG_IGN);
   sigset_t stop_signals;
@@ -70,6 +66,7 @@ int RunDaemon(const Flags& flags) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);  // before any thread starts
   base::UniqueFd signal_fd(signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK));
+  absl::Time started = absl::Now();
 
   auto loop_or = ttrpc::EventLoop::Create();
   if (!loop_or.ok()) {
@@ -85,15 +82,6 @@ int RunDaemon(const Flags& flags) {
     return 1;
   }
 
-  // `start` holds the lock and found nobody listening: a socket file left
-  // here belongs to a dead daemon.
-  unlink(paths.socket.c_str());
-  auto listener = ttrpc::ListenUnix(paths.socket);
-  if (!listener.ok()) {
-    LogError("listen: {}", listener.status());
-    return 1;
-  }
-
   WorkerPool pool(loop, 8);
   StateStore store(paths.state);
   const char* ttrpc_address = std::getenv("TTRPC_ADDRESS");
@@ -106,22 +94,35 @@ int RunDaemon(const Flags& flags) {
   service.RegisterOn(*server);
   service.Recover();
 
-  // One socket per namespace (see InstancePaths::NamespaceSocket).
-  absl::flat_hash_set<std::string> served_namespaces;
+  KeeperLink keeper(loop, std::move(channel), *server);
+  service.SetFdKeeper(
+      [&](const std::string& name, base::UniqueFd fd) { keeper.Keep(name, std::move(fd)); },
+      [&](const std::string& name) { keeper.Drop(name); });
+  bool keeper_gone = false;
+  keeper.SetOnKeeperGone([&] {
+    keeper_gone = true;
+    loop.Stop();
+  });
+  if (absl::Status st = keeper.Start(); !st.ok()) {
+    LogError("keeper channel: {}", st);
+    return 1;
+  }
+
+  // One socket per namespace (see InstancePaths::NamespaceSocket); the keeper
+  // holds the listeners, so they survive this process.
   auto serve_namespace = [&](const std::string& ns) -> absl::StatusOr<std::string> {
     if (!IsValidIdentifier(ns))
       return absl::InvalidArgumentError(fmt::format("namespace {:?} is not valid", ns));
     std::string path = paths.NamespaceSocket(ns);
-    if (served_namespaces.contains(ns)) return "unix://" + path;
+    if (keeper.listening().contains(ns)) return "unix://" + path;
     unlink(path.c_str());
     auto fd = ttrpc::ListenUnix(path);
     if (!fd.ok()) return fd.status();
-    if (absl::Status st = server->Serve(std::move(*fd), ns); !st.ok()) return st;
-    served_namespaces.insert(ns);
+    keeper.Listen(ns, std::move(*fd));
     LogInfo("serving namespace {} on {}", ns, path);
     return "unix://" + path;
   };
-  // `start` asks a running daemon for a namespace's socket.
+  // `start` asks a running shim for a namespace's socket.
   server->Register("embedshim.v1.Admin", "ServeNamespace",
                    [&](ttrpc::RequestContext, std::string payload, ttrpc::Responder r) {
                      google::protobuf::StringValue ns;
@@ -145,7 +146,7 @@ int RunDaemon(const Flags& flags) {
       LogError("exit monitor: {}", n.status());
   });
 
-  bool remove_instance = false;
+  bool idle_exit = false;
   absl::Time idle_since;
   std::function<void()> check_idle = [&] {
     if (service.container_count() > 0 || !service.shutdown_requested()) return;
@@ -153,7 +154,7 @@ int RunDaemon(const Flags& flags) {
       loop.RunAfter(absl::Milliseconds(50), check_idle);
       return;
     }
-    remove_instance = true;
+    idle_exit = true;
     loop.Stop();
   };
   service.SetOnIdle([&] {
@@ -165,26 +166,23 @@ int RunDaemon(const Flags& flags) {
     (void)!read(signal_fd.get(), &info, sizeof info);
     LogInfo("signal {}: stopping; {} containers keep running", info.ssi_signo,
             service.container_count());
-    remove_instance = service.container_count() == 0;
     loop.Stop();
   });
 
-  if (absl::Status st = server->Serve(std::move(*listener)); !st.ok()) {
-    LogError("serve: {}", st);
-    return 1;
-  }
-  LogInfo("serving {} for containerd {} (exit monitor {})", paths.address(), flags.address,
-          bpf::ExitMonitor::Version());
-  NotifyReady();
+  LogInfo("serving for containerd {} in {:.1f} ms: {} containers, exit monitor {}",
+          flags.address, absl::ToDoubleMilliseconds(absl::Now() - started),
+          service.container_count(), bpf::ExitMonitor::Version());
+  keeper.Ready();
   loop.Run();
 
-  if (remove_instance) {
+  if (idle_exit && !keeper_gone) {
     // Under the start lock: a concurrent `start` either saw us alive before,
-    // or sees no socket after and starts a fresh daemon.
+    // or sees no socket after and starts a fresh shim.
     InstanceLock lock = InstanceLock::Acquire(paths.lock);
     if (service.container_count() == 0) {
-      server.reset();
       LogInfo("idle: removing {}", paths.dir);
+      keeper.ShutdownAndWait();
+      server.reset();
       RemoveInstance(paths);
     }
   }

@@ -5,8 +5,9 @@
 
 namespace shim {
 
-// Runs until idle (Shutdown asked and no container left) or SIGTERM/SIGINT.
-// Writes "ready" to $EMBED_SHIM_READY_FD once it listens.
+// The server: serves what the keeper relays ($EMBED_SHIM_KEEPER_FD) until
+// idle (Shutdown asked and no container left), SIGTERM/SIGINT, or the
+// keeper's death.
 int RunDaemon(const Flags& flags);
 
 }  // namespace shim

@@ -22,6 +22,8 @@ namespace shim {
 namespace {
 
 constexpr int kReadyTimeoutMs = 20000;
+// Installed next to this binary.
+constexpr char kKeeperBinary[] = "containerd-shim-embed-v1-keeper";
 
 bool Listening(const std::string& socket) { return ttrpc::DialUnix(socket).ok(); }
 
@@ -33,8 +35,9 @@ std::string LogTail(const std::string& path) {
   return all.size() > 2000 ? all.substr(all.size() - 2000) : all;
 }
 
-// Starts `<self> -address A [-debug] serve` in its own session, with no stdio
-// on containerd's pipe, and waits until it listens.
+// Starts the keeper in its own session, with no stdio on containerd's pipe:
+//   <dir>/containerd-shim-embed-v1-keeper SOCKET LOG -- <self> -address A [-namespace NS] [-debug] serve
+// and waits until its first server serves.
 absl::Status SpawnDaemon(const Flags& flags, const InstancePaths& paths) {
   int ready[2];
   if (pipe2(ready, O_CLOEXEC) != 0) return base::ErrnoStatus("pipe2");
@@ -55,7 +58,9 @@ absl::Status SpawnDaemon(const Flags& flags, const InstancePaths& paths) {
     dup2(log >= 0 ? log : null, 2);  // a crash before logging starts is still seen
     dup2(ready_write.get(), 3);      // dup2 clears CLOEXEC on fd 3
     setenv("EMBED_SHIM_READY_FD", "3", 1);
-    std::vector<std::string> args = {self, "-address", flags.address};
+    std::string keeper = self.substr(0, self.rfind('/') + 1) + kKeeperBinary;
+    std::vector<std::string> args = {keeper, paths.socket, paths.log, "--",
+                                     self, "-address", flags.address};
     if (!flags.namespace_.empty()) {
       args.push_back("-namespace");
       args.push_back(flags.namespace_);
@@ -65,7 +70,8 @@ absl::Status SpawnDaemon(const Flags& flags, const InstancePaths& paths) {
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    execv(self.c_str(), argv.data());
+    execv(keeper.c_str(), argv.data());
+    fmt::print(stderr, "start: exec {}: {}\n", keeper, std::strerror(errno));
     _exit(127);
   }
   ready_write.Reset();

@@ -257,7 +257,8 @@ void TaskService::Create(Call call) {
           by_pid_[res->pid] = key;
           c.record.set_pid(static_cast<uint32_t>(res->pid));
           c.record.set_start_boottime(res->start_boottime);
-          c.stdin_keepalive = std::move(res->stdin_keepalive);
+          if (res->stdin_keepalive && keep_fd_)
+            keep_fd_(c.stdin_keepalive_name(), std::move(res->stdin_keepalive));
           c.state = ProcessState::kCreated;
           Persist(c);
 
@@ -489,6 +490,7 @@ void TaskService::Remove(Container& c) {
   if (absl::Status st = store_.Remove(c.ns(), c.id()); !st.ok())
     LogFor(LogLevel::kError, c.ns(), c.id(), "removing state: {}", st);
   by_pid_.erase(c.record.pid());
+  if (drop_fd_) drop_fd_(c.stdin_keepalive_name());
   for (auto& w : c.waiters) w.Reply(absl::NotFoundError("container deleted"));
   // RPCs queued behind the delete now find a deleted process and say so.
   c.state = ProcessState::kDeleted;
@@ -537,7 +539,7 @@ void TaskService::CloseIO(Call call) {
   if (!req.ok()) return call.Fail(req.status());
   auto found = Find(call.ns, req->id(), req->exec_id());
   if (!found.ok()) return call.Fail(found.status());
-  if (req->stdin()) (*found)->stdin_keepalive.Reset();
+  if (req->stdin() && drop_fd_) drop_fd_((*found)->stdin_keepalive_name());
   call.Reply(google::protobuf::Empty());
 }
 

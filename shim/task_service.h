@@ -32,6 +32,14 @@ class TaskService {
   // From the exit monitor, on the loop thread.
   void OnExit(const bpf::ExitRecord& exit);
 
+  // Where fds that must outlive this process go (the keeper).
+  using KeepFd = std::function<void(const std::string& name, base::UniqueFd fd)>;
+  using DropFd = std::function<void(const std::string& name)>;
+  void SetFdKeeper(KeepFd keep, DropFd drop) {
+    keep_fd_ = std::move(keep);
+    drop_fd_ = std::move(drop);
+  }
+
   // Called when Shutdown was asked for and no container is left.
   void SetOnIdle(std::function<void()> on_idle) { on_idle_ = std::move(on_idle); }
   size_t container_count() const { return containers_.size(); }
@@ -71,6 +79,8 @@ class TaskService {
   absl::flat_hash_map<pid_t, Key> by_pid_;  // tracked init pids
   bool shutdown_requested_ = false;
   std::function<void()> on_idle_;
+  KeepFd keep_fd_;
+  DropFd drop_fd_;
 };
 
 }  // namespace shim

@@ -15,25 +15,6 @@
 
 namespace ttrpc {
 
-std::string_view SocketPath(std::string_view address) {
-  if (address.substr(0, 7) == "unix://") address.remove_prefix(7);
-  return address;
-}
-
-absl::StatusOr<base::UniqueFd> DialUnix(std::string_view address) {
-  std::string_view path = SocketPath(address);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof addr.sun_path)
-    return absl::InvalidArgumentError(fmt::format("bad socket address {:?}", address));
-  std::memcpy(addr.sun_path, path.data(), path.size());
-  base::UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) return base::ErrnoStatus("socket");
-  if (connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
-    return base::ErrnoStatus(fmt::format("connect {}", path));
-  return fd;
-}
-
 absl::StatusOr<std::shared_ptr<Client>> Client::Connect(EventLoop& loop,
                                                         std::string_view address,
                                                         Options options) {

@@ -19,6 +19,7 @@
 #include "ttrpc/event_loop.h"
 #include "ttrpc/frame.h"
 #include "ttrpc/types.h"
+#include "ttrpc/unix_socket.h"
 
 namespace ttrpc {
 
@@ -116,10 +117,5 @@ class BlockingClient {
   std::shared_ptr<Client> client_;
   std::thread thread_;
 };
-
-// "unix:///run/x.sock" -> "/run/x.sock"; a bare path is returned as is.
-std::string_view SocketPath(std::string_view address);
-// A connected, non-blocking unix stream socket.
-absl::StatusOr<base::UniqueFd> DialUnix(std::string_view address);
 
 }  // namespace ttrpc

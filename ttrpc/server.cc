@@ -6,7 +6,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <optional>
 #include <cstring>
 
 #include "absl/container/flat_hash_map.h"
@@ -94,6 +96,28 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
     Send(conn, std::move(frame));
   }
 
+  absl::Status AddRelayed(uint64_t id, std::string label, ucred peer, Server::Relay relay) {
+    if (connections_.contains(id))
+      return absl::AlreadyExistsError(fmt::format("connection {} exists", id));
+    auto conn = std::make_unique<Connection>();
+    conn->id = id;
+    conn->label = std::move(label);
+    conn->peer = peer;
+    conn->relay = std::move(relay);
+    connections_[id] = std::move(conn);
+    // Relayed ids come from the owner; keep ours clear of them.
+    next_connection_id_ = std::max(next_connection_id_, id + 1);
+    return absl::OkStatus();
+  }
+
+  void OnRelayedFrame(uint64_t id, Frame frame) {
+    auto it = connections_.find(id);
+    if (it == connections_.end()) return;
+    OnFrame(*it->second, std::move(frame));
+  }
+
+  void RemoveRelayed(uint64_t id) { Close(id); }
+
   size_t connection_count() const { return connections_.size(); }
   size_t pending_requests() const { return pending_; }
   EventLoop& loop() { return loop_; }
@@ -107,7 +131,8 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   struct Connection {
     uint64_t id = 0;
     std::string label;  // of the listener that accepted it
-    base::UniqueFd fd;
+    base::UniqueFd fd;  // invalid for a relayed connection
+    std::optional<Server::Relay> relay;
     FrameDecoder decoder;
     ucred peer{};
     std::string out;  // bytes not yet written
@@ -252,6 +277,14 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   }
 
   void Send(Connection& conn, std::string frame) {
+    if (conn.relay) {
+      conn.relay->send(std::move(frame));
+      if (conn.close_after_flush) {
+        conn.relay->close();
+        Close(conn.id);
+      }
+      return;
+    }
     if (conn.out.empty()) {
       ssize_t n = write(conn.fd.get(), frame.data(), frame.size());
       if (n < 0 && errno != EAGAIN && errno != EINTR) {
@@ -298,7 +331,7 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
       if (timer != 0) loop_.CancelTimer(timer);
     }
     pending_ -= conn.streams.size();
-    loop_.Remove(conn.fd.get());
+    if (conn.fd) loop_.Remove(conn.fd.get());
     connections_.erase(it);  // closes the fd; late replies find no connection
     if (options_.on_disconnect) options_.on_disconnect(id);
   }
@@ -342,25 +375,15 @@ absl::Status Server::Serve(base::UniqueFd listener, std::string label) {
 absl::Status Server::AddConnection(base::UniqueFd c, std::string label) {
   return core_->AddConnection(std::move(c), std::move(label));
 }
+absl::Status Server::AddRelayedConnection(uint64_t id, std::string label, ucred peer,
+                                          Relay relay) {
+  return core_->AddRelayed(id, std::move(label), peer, std::move(relay));
+}
+void Server::OnRelayedFrame(uint64_t id, Frame frame) {
+  core_->OnRelayedFrame(id, std::move(frame));
+}
+void Server::RemoveRelayedConnection(uint64_t id) { core_->RemoveRelayed(id); }
 size_t Server::connection_count() const { return core_->connection_count(); }
 size_t Server::pending_requests() const { return core_->pending_requests(); }
-
-absl::StatusOr<base::UniqueFd> ListenUnix(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof addr.sun_path)
-    return absl::InvalidArgumentError(fmt::format(
-        "socket path {:?} must be 1 to {} bytes long", path, sizeof addr.sun_path - 1));
-  std::memcpy(addr.sun_path, path.data(), path.size());
-  base::UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!fd) return base::ErrnoStatus("socket");
-  // Callers put the socket in a 0700 directory, so the moment between bind
-  // and chmod gives nobody else a chance to connect.
-  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
-    return base::ErrnoStatus(fmt::format("bind {}", path));
-  if (chmod(path.c_str(), 0600) != 0) return base::ErrnoStatus(fmt::format("chmod {}", path));
-  if (listen(fd.get(), SOMAXCONN) != 0) return base::ErrnoStatus("listen");
-  return fd;
-}
 
 }  // namespace ttrpc

@@ -17,6 +17,7 @@
 #include "ttrpc/event_loop.h"
 #include "ttrpc/frame.h"
 #include "ttrpc/types.h"
+#include "ttrpc/unix_socket.h"
 
 namespace ttrpc {
 
@@ -70,6 +71,19 @@ class Server {
   // Serves one already-connected socket. Loop thread.
   absl::Status AddConnection(base::UniqueFd connection, std::string label = "");
 
+  // A connection whose bytes travel through someone else (the keeper): the
+  // server gets whole frames through OnRelayedFrame and hands its frames to
+  // `send`; `close` asks the owner to close the real connection.
+  struct Relay {
+    std::function<void(std::string frame)> send;
+    std::function<void()> close;
+  };
+  absl::Status AddRelayedConnection(uint64_t connection_id, std::string label, ucred peer,
+                                    Relay relay);
+  void OnRelayedFrame(uint64_t connection_id, Frame frame);
+  // The owner closed it (the client went away).
+  void RemoveRelayedConnection(uint64_t connection_id);
+
   size_t connection_count() const;
   // Requests received and not yet answered, over all connections.
   size_t pending_requests() const;
@@ -77,8 +91,5 @@ class Server {
  private:
   std::shared_ptr<ServerCore> core_;
 };
-
-// Listens on a filesystem unix socket at `path` with mode 0600.
-absl::StatusOr<base::UniqueFd> ListenUnix(const std::string& path);
 
 }  // namespace ttrpc

@@ -1,0 +1,126 @@
+#include "shim/keeper/channel.h"
+
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <vector>
+
+#include "base/errno_status.h"
+
+namespace keeper {
+namespace {
+
+constexpr size_t kHeader = 1 + 8 + 4 + 4;
+
+void Put(std::string& out, const void* p, size_t n) {
+  out.append(static_cast<const char*>(p), n);
+}
+
+void SizeBuffers(int fd) {
+  int size = static_cast<int>(kMaxMsgSize) * 2;
+  // Root may exceed wmem_max; otherwise settle for what is allowed.
+  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) != 0)
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) != 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+}
+
+}  // namespace
+
+absl::Status MakeChannel(base::UniqueFd& a, base::UniqueFd& b) {
+  int fds[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) != 0)
+    return base::ErrnoStatus("socketpair(SOCK_SEQPACKET)");
+  a.Reset(fds[0]);
+  b.Reset(fds[1]);
+  SizeBuffers(a.get());
+  SizeBuffers(b.get());
+  return absl::OkStatus();
+}
+
+absl::Status SendMsg(int sock, const Msg& msg) {
+  std::string head;
+  head.reserve(kHeader + msg.text.size());
+  uint8_t type = static_cast<uint8_t>(msg.type);
+  uint32_t text_len = static_cast<uint32_t>(msg.text.size());
+  Put(head, &type, 1);
+  Put(head, &msg.conn, 8);
+  Put(head, &msg.arg, 4);
+  Put(head, &text_len, 4);
+  head += msg.text;
+  iovec iov[2] = {{head.data(), head.size()},
+                  {const_cast<char*>(msg.data.data()), msg.data.size()}};
+  msghdr mh{};
+  mh.msg_iov = iov;
+  mh.msg_iovlen = msg.data.empty() ? 1 : 2;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  if (msg.fd) {
+    mh.msg_control = control;
+    mh.msg_controllen = sizeof control;
+    cmsghdr* c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    int fd = msg.fd.get();
+    std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  }
+  for (;;) {
+    // The channel is non-blocking for reads only in spirit: a full buffer
+    // means the peer is stuck, so wait for room rather than drop a message.
+    ssize_t n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+    if (n >= 0) return absl::OkStatus();
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) {
+      fd_set w;
+      FD_ZERO(&w);
+      FD_SET(sock, &w);
+      timeval tv{5, 0};
+      if (select(sock + 1, nullptr, &w, nullptr, &tv) > 0) continue;
+    }
+    return base::ErrnoStatus("channel sendmsg");
+  }
+}
+
+absl::StatusOr<std::optional<Msg>> RecvMsg(int sock) {
+  static thread_local std::vector<char> buf(kMaxMsgSize);
+  iovec iov{buf.data(), buf.size()};
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  mh.msg_control = control;
+  mh.msg_controllen = sizeof control;
+  ssize_t n;
+  do {
+    n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0 && errno == EAGAIN) return std::nullopt;
+  if (n < 0) return base::ErrnoStatus("channel recvmsg");
+  if (n == 0) return absl::UnavailableError("channel closed");
+  Msg msg;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
+      msg.fd.Reset(fd);
+    }
+  }
+  if (static_cast<size_t>(n) < kHeader || (mh.msg_flags & MSG_TRUNC))
+    return absl::DataLossError("channel: malformed message");
+  const char* p = buf.data();
+  uint8_t type;
+  uint32_t text_len;
+  std::memcpy(&type, p, 1);
+  std::memcpy(&msg.conn, p + 1, 8);
+  std::memcpy(&msg.arg, p + 9, 4);
+  std::memcpy(&text_len, p + 13, 4);
+  if (kHeader + text_len > static_cast<size_t>(n))
+    return absl::DataLossError("channel: malformed message");
+  msg.type = static_cast<MsgType>(type);
+  msg.text.assign(p + kHeader, text_len);
+  msg.data.assign(p + kHeader + text_len, static_cast<size_t>(n) - kHeader - text_len);
+  return std::optional<Msg>(std::move(msg));
+}
+
+}  // namespace keeper

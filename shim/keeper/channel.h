@@ -1,0 +1,54 @@
+// The channel between the keeper and the server: a SOCK_SEQPACKET pair, one
+// message per datagram, so a message is delivered whole or not at all. An fd
+// travels with its message (SCM_RIGHTS). No protobuf: the keeper stays small.
+//
+// Layout: type u8 | conn u64 | arg u32 | text_len u32 | text | data
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "base/unique_fd.h"
+
+namespace keeper {
+
+enum class MsgType : uint8_t {
+  // keeper -> server
+  kConnOpen = 1,   // conn, arg = peer uid, text = listener label
+  kListening = 2,  // text = a label the keeper already listens for
+  kHelloDone = 5,  // the keeper has told a new server all it had to
+  // both ways
+  kFrame = 3,       // conn, data = one whole ttrpc frame; arg = 1: oversized (header only)
+  kConnClosed = 4,  // conn: the client went away / please close it
+  // server -> keeper
+  kListenFd = 10,  // text = label, fd = a listening socket to serve
+  kKeepFd = 11,    // text = name, fd = keep it open across server restarts
+  kDropFd = 12,    // text = name: close it
+  kReady = 13,     // the server serves
+  kShutdown = 14,  // idle: close listeners, remove their socket files, exit
+  kUpgrade = 15,   // re-exec the keeper binary, then restart the server
+};
+
+struct Msg {
+  MsgType type = MsgType::kFrame;
+  uint64_t conn = 0;
+  uint32_t arg = 0;
+  std::string text;
+  std::string data;
+  base::UniqueFd fd;
+};
+
+// A frame of up to 4 MiB plus the message header must fit in one datagram.
+inline constexpr size_t kMaxMsgSize = (4u << 20) + 64 * 1024;
+
+// A connected SOCK_SEQPACKET pair with buffers large enough for kMaxMsgSize.
+absl::Status MakeChannel(base::UniqueFd& a, base::UniqueFd& b);
+absl::Status SendMsg(int sock, const Msg& msg);
+// nullopt when nothing is waiting (EAGAIN); an error when the peer is gone.
+absl::StatusOr<std::optional<Msg>> RecvMsg(int sock);
+
+}  // namespace keeper

@@ -1,0 +1,328 @@
+#include "shim/keeper/keeper.h"
+
+#include <fcntl.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstring>
+
+#include "base/absl_fmt.h"
+#include "shim/log.h"
+#include "ttrpc/unix_socket.h"
+
+namespace keeper {
+
+using shim::LogError;
+using shim::LogInfo;
+using shim::LogWarn;
+
+namespace {
+
+std::string SocketPathOf(int fd) {
+  sockaddr_un addr{};
+  socklen_t len = sizeof addr;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return "";
+  return addr.sun_path;
+}
+
+}  // namespace
+
+Keeper::Keeper(ttrpc::EventLoop& loop, Config config)
+    : loop_(loop), config_(std::move(config)) {}
+
+absl::Status Keeper::Start() {
+  unlink(config_.socket_path.c_str());  // `start` holds the lock: nobody listens
+  auto fd = ttrpc::ListenUnix(config_.socket_path);
+  if (!fd.ok()) return fd.status();
+  if (absl::Status st = AddListener(std::move(*fd), ""); !st.ok()) return st;
+  SpawnServer();
+  return absl::OkStatus();
+}
+
+void Keeper::Stop() {
+  shutting_down_ = true;
+  if (server_pid_ > 0) kill(server_pid_, SIGTERM);
+  loop_.Stop();
+}
+
+absl::Status Keeper::AddListener(base::UniqueFd fd, std::string label) {
+  auto l = std::make_unique<Listener>();
+  l->path = SocketPathOf(fd.get());
+  l->fd = std::move(fd);
+  l->label = std::move(label);
+  fcntl(l->fd.get(), F_SETFL, fcntl(l->fd.get(), F_GETFL) | O_NONBLOCK);
+  Listener* raw = l.get();
+  if (absl::Status st = loop_.Add(raw->fd.get(), EPOLLIN, [this, raw](uint32_t) { Accept(*raw); });
+      !st.ok())
+    return st;
+  listeners_.push_back(std::move(l));
+  return absl::OkStatus();
+}
+
+void Keeper::Accept(Listener& l) {
+  for (;;) {
+    base::UniqueFd fd(accept4(l.fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    if (!fd) return;
+    ucred peer{};
+    socklen_t len = sizeof peer;
+    getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &peer, &len);
+    // Only our own uid may talk to the shim (CVE-2020-15257 was about this).
+    if (peer.uid != geteuid()) {
+      LogWarn("keeper: rejected a connection from pid {} uid {}", peer.pid, peer.uid);
+      continue;
+    }
+    uint64_t id = next_conn_++;
+    Conn& c = conns_[id];
+    c.id = id;
+    c.fd = std::move(fd);
+    c.label = l.label;
+    c.peer = peer;
+    (void)loop_.Add(c.fd.get(), EPOLLIN | EPOLLRDHUP, [this, id](uint32_t ev) { OnConn(id, ev); });
+    if (channel_) ToServer({MsgType::kConnOpen, id, peer.uid, c.label, {}, {}});
+  }
+}
+
+void Keeper::OnConn(uint64_t id, uint32_t events) {
+  auto it = conns_.find(id);
+  if (it == conns_.end()) return;
+  Conn& c = it->second;
+  if (events & EPOLLOUT) {
+    WriteToClient(c, {});
+    if (!conns_.contains(id)) return;
+  }
+  if (!(events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) return;
+  char buf[64 * 1024];
+  for (int round = 0; round < 16; ++round) {
+    ssize_t n = read(c.fd.get(), buf, sizeof buf);
+    if (n > 0) {
+      c.decoder.Feed(std::string_view(buf, static_cast<size_t>(n)));
+      while (auto frame = c.decoder.Next()) {
+        OnFrameFromClient(c, std::move(*frame));
+        if (!conns_.contains(id)) return;
+      }
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    CloseConn(id, /*tell_server=*/true);
+    return;
+  }
+}
+
+void Keeper::OnFrameFromClient(Conn& c, ttrpc::Frame frame) {
+  Msg msg{MsgType::kFrame, c.id, frame.oversized ? 1u : 0u, {}, {}, {}};
+  // Re-encode: the server gets exactly the bytes the client sent (header and
+  // payload), or only the header of a frame too large to keep.
+  char header[ttrpc::kHeaderSize];
+  ttrpc::EncodeHeader(frame.header, header);
+  msg.data.assign(header, sizeof header);
+  msg.data += frame.payload;
+  bool is_request = frame.header.type == static_cast<uint8_t>(ttrpc::MessageType::kRequest) &&
+                    !frame.oversized;
+  if (is_request) {
+    uint64_t seq = next_seq_++;
+    pending_[seq] = Pending{c.id, frame.header.stream_id, msg.data};
+    pending_index_[c.id][frame.header.stream_id] = seq;
+  }
+  if (channel_) {
+    ToServer(std::move(msg));
+  } else if (!is_request) {
+    // No server to explain the error to this peer: drop the connection.
+    CloseConn(c.id, false);
+  }
+  // A request waits in pending_ for the next server.
+}
+
+void Keeper::WriteToClient(Conn& c, std::string_view bytes) {
+  if (c.out.empty() && !bytes.empty()) {
+    ssize_t n = write(c.fd.get(), bytes.data(), bytes.size());
+    if (n < 0 && errno != EAGAIN && errno != EINTR) {
+      CloseConn(c.id, true);
+      return;
+    }
+    bytes.remove_prefix(n > 0 ? static_cast<size_t>(n) : 0);
+    if (!bytes.empty()) {
+      c.out.assign(bytes);
+      (void)loop_.Modify(c.fd.get(), EPOLLIN | EPOLLRDHUP | EPOLLOUT);
+    }
+  } else {
+    c.out += bytes;
+    while (!c.out.empty()) {
+      ssize_t n = write(c.fd.get(), c.out.data(), c.out.size());
+      if (n < 0) {
+        if (errno == EAGAIN || errno == EINTR) return;
+        CloseConn(c.id, true);
+        return;
+      }
+      c.out.erase(0, static_cast<size_t>(n));
+    }
+    (void)loop_.Modify(c.fd.get(), EPOLLIN | EPOLLRDHUP);
+  }
+  if (c.out.empty() && c.close_after_flush) CloseConn(c.id, false);
+}
+
+void Keeper::CloseConn(uint64_t id, bool tell_server) {
+  auto it = conns_.find(id);
+  if (it == conns_.end()) return;
+  loop_.Remove(it->second.fd.get());
+  conns_.erase(it);
+  if (auto idx = pending_index_.find(id); idx != pending_index_.end()) {
+    for (auto& [stream, seq] : idx->second) pending_.erase(seq);
+    pending_index_.erase(idx);
+  }
+  if (tell_server && channel_) ToServer({MsgType::kConnClosed, id, 0, {}, {}, {}});
+}
+
+void Keeper::ToServer(Msg msg) {
+  if (!channel_) return;
+  if (absl::Status st = SendMsg(channel_.get(), msg); !st.ok())
+    LogWarn("keeper: to server: {}", st);  // its death is noticed through the pidfd
+}
+
+void Keeper::SpawnServer() {
+  base::UniqueFd ours, theirs;
+  if (absl::Status st = MakeChannel(ours, theirs); !st.ok()) {
+    LogError("keeper: {}", st);
+    loop_.RunAfter(absl::Seconds(1), [this] { SpawnServer(); });
+    return;
+  }
+  pid_t pid = fork();
+  if (pid < 0) {
+    LogError("keeper: fork: {}", std::strerror(errno));
+    loop_.RunAfter(absl::Seconds(1), [this] { SpawnServer(); });
+    return;
+  }
+  if (pid == 0) {
+    dup2(theirs.get(), 3);  // clears CLOEXEC on fd 3
+    setenv("EMBED_SHIM_KEEPER_FD", "3", 1);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    // Containers inherit the server's OOM score through runc: not ours.
+    if (int fd = open("/proc/self/oom_score_adj", O_WRONLY); fd >= 0) {
+      (void)!write(fd, "0", 1);
+      close(fd);
+    }
+    std::vector<char*> argv;
+    for (auto& a : config_.server_argv) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  server_pid_ = pid;
+  server_started_ = absl::Now();
+  server_pidfd_.Reset(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
+  channel_ = std::move(ours);
+  fcntl(channel_.get(), F_SETFL, fcntl(channel_.get(), F_GETFL) | O_NONBLOCK);
+  (void)loop_.Add(server_pidfd_.get(), EPOLLIN, [this](uint32_t) { OnServerExit(); });
+  (void)loop_.Add(channel_.get(), EPOLLIN, [this](uint32_t) { OnChannel(); });
+
+  // Tell the new server what exists, then replay what was never answered.
+  for (auto& l : listeners_) {
+    if (!l->label.empty()) ToServer({MsgType::kListening, 0, 0, l->label, {}, {}});
+  }
+  for (auto& [id, c] : conns_) ToServer({MsgType::kConnOpen, id, c.peer.uid, c.label, {}, {}});
+  ToServer({MsgType::kHelloDone, 0, 0, {}, {}, {}});
+  for (auto& [seq, p] : pending_) ToServer({MsgType::kFrame, p.conn, 0, {}, p.frame, {}});
+  LogInfo("keeper: server pid {} started; {} connections, {} requests replayed", pid,
+          conns_.size(), pending_.size());
+}
+
+void Keeper::OnServerExit() {
+  int status = 0;
+  waitpid(server_pid_, &status, 0);
+  loop_.Remove(server_pidfd_.get());
+  loop_.Remove(channel_.get());
+  // Whatever the dead server had sent is still in the channel: keep it.
+  while (channel_) {
+    auto msg = RecvMsg(channel_.get());
+    if (!msg.ok() || !msg->has_value()) break;
+    OnServerMsg(std::move(**msg));
+  }
+  server_pidfd_.Reset();
+  channel_.Reset();
+  server_pid_ = -1;
+  if (shutting_down_) {
+    loop_.Stop();
+    return;
+  }
+  LogWarn("keeper: server exited ({}); starting another",
+          WIFSIGNALED(status) ? fmt::format("signal {}", WTERMSIG(status))
+                              : fmt::format("status {}", WEXITSTATUS(status)));
+  // A server that keeps dying at once must not spin the CPU.
+  quick_deaths_ = absl::Now() - server_started_ < absl::Seconds(1) ? quick_deaths_ + 1 : 0;
+  absl::Duration delay = quick_deaths_ > 3 ? absl::Seconds(1) : absl::ZeroDuration();
+  loop_.RunAfter(delay, [this] { SpawnServer(); });
+}
+
+void Keeper::OnChannel() {
+  for (int i = 0; i < 64 && channel_; ++i) {
+    auto msg = RecvMsg(channel_.get());
+    if (!msg.ok()) {
+      // The server is gone; its pidfd tells us when it is reaped.
+      loop_.Remove(channel_.get());
+      return;
+    }
+    if (!msg->has_value()) return;
+    OnServerMsg(std::move(**msg));
+  }
+}
+
+void Keeper::OnServerMsg(Msg msg) {
+  switch (msg.type) {
+    case MsgType::kFrame: {
+      auto it = conns_.find(msg.conn);
+      if (it == conns_.end()) return;  // the client left meanwhile
+      if (msg.data.size() >= ttrpc::kHeaderSize) {
+        ttrpc::FrameHeader h = ttrpc::DecodeHeader(msg.data.data());
+        if (auto idx = pending_index_.find(msg.conn); idx != pending_index_.end()) {
+          if (auto s = idx->second.find(h.stream_id); s != idx->second.end()) {
+            pending_.erase(s->second);
+            idx->second.erase(s);
+          }
+        }
+      }
+      WriteToClient(it->second, msg.data);
+      return;
+    }
+    case MsgType::kConnClosed: {
+      auto it = conns_.find(msg.conn);
+      if (it == conns_.end()) return;
+      it->second.close_after_flush = true;
+      if (it->second.out.empty()) CloseConn(msg.conn, false);
+      return;
+    }
+    case MsgType::kListenFd:
+      if (msg.fd) (void)AddListener(std::move(msg.fd), msg.text);
+      return;
+    case MsgType::kKeepFd:
+      if (msg.fd) kept_[msg.text] = std::move(msg.fd);
+      return;
+    case MsgType::kDropFd:
+      kept_.erase(msg.text);
+      return;
+    case MsgType::kReady:
+      if (config_.ready_fd >= 0) {
+        (void)!write(config_.ready_fd, "ready\n", 6);
+        close(config_.ready_fd);
+        config_.ready_fd = -1;
+      }
+      return;
+    case MsgType::kShutdown:
+      // The server holds the start lock and removes the rest once we are gone.
+      shutting_down_ = true;
+      for (auto& l : listeners_) {
+        loop_.Remove(l->fd.get());
+        if (!l->path.empty()) unlink(l->path.c_str());
+      }
+      listeners_.clear();
+      loop_.Stop();
+      return;
+    default:
+      LogWarn("keeper: unexpected message {} from the server", static_cast<int>(msg.type));
+  }
+}
+
+}  // namespace keeper

@@ -1,0 +1,97 @@
+// The keeper: a small process that owns what must outlive the server.
+//
+// It holds the listening sockets, every accepted connection, and the fds the
+// server asks it to keep (stdin keepalives). It reads whole ttrpc frames from
+// connections and relays them to the server over a SOCK_SEQPACKET channel,
+// and writes the server's whole frames back. It remembers each request until
+// its response passes through, so when the server dies it starts a new one,
+// tells it about every connection and replays the unanswered requests:
+// containerd sees a slow answer, never a closed connection.
+//
+// It knows frames, not their contents: no protobuf, no JSON, no runc.
+#pragma once
+
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "base/unique_fd.h"
+#include "shim/keeper/channel.h"
+#include "ttrpc/event_loop.h"
+#include "ttrpc/frame.h"
+
+namespace keeper {
+
+struct Config {
+  std::string socket_path;               // the main socket, created here
+  std::vector<std::string> server_argv;  // how to start a server
+  int ready_fd = -1;                     // written once the first server serves
+};
+
+class Keeper {
+ public:
+  Keeper(ttrpc::EventLoop& loop, Config config);
+  absl::Status Start();
+  // Stops the server and leaves (SIGTERM): containers keep running.
+  void Stop();
+
+ private:
+  struct Listener {
+    base::UniqueFd fd;
+    std::string label;
+    std::string path;
+  };
+  struct Conn {
+    uint64_t id = 0;
+    base::UniqueFd fd;
+    std::string label;
+    ucred peer{};
+    ttrpc::FrameDecoder decoder;
+    std::string out;
+    bool close_after_flush = false;
+  };
+  struct Pending {  // a request the server has not answered yet
+    uint64_t conn;
+    uint32_t stream;
+    std::string frame;
+  };
+
+  absl::Status AddListener(base::UniqueFd fd, std::string label);
+  void Accept(Listener& l);
+  void OnConn(uint64_t id, uint32_t events);
+  void OnFrameFromClient(Conn& c, ttrpc::Frame frame);
+  void WriteToClient(Conn& c, std::string_view bytes);
+  void CloseConn(uint64_t id, bool tell_server);
+
+  void SpawnServer();
+  void OnServerExit();
+  void OnChannel();
+  void OnServerMsg(Msg msg);
+  void ToServer(Msg msg);
+
+  ttrpc::EventLoop& loop_;
+  Config config_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::map<uint64_t, Conn> conns_;
+  uint64_t next_conn_ = 1;
+
+  std::map<uint64_t, Pending> pending_;  // by arrival order: replayed in order
+  absl::flat_hash_map<uint64_t, absl::flat_hash_map<uint32_t, uint64_t>> pending_index_;
+  uint64_t next_seq_ = 1;
+
+  std::map<std::string, base::UniqueFd> kept_;
+
+  pid_t server_pid_ = -1;
+  base::UniqueFd server_pidfd_;
+  base::UniqueFd channel_;
+  int quick_deaths_ = 0;  // servers that died soon after starting, in a row
+  absl::Time server_started_;
+  bool shutting_down_ = false;
+};
+
+}  // namespace keeper

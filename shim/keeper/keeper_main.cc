@@ -1,0 +1,61 @@
+// containerd-shim-embed-v1-keeper: started by `containerd-shim-embed-v1
+// start`; not for direct use.
+//
+//   containerd-shim-embed-v1-keeper SOCKET LOG -- SERVER_ARGV...
+#include <fcntl.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+
+#include "base/absl_fmt.h"
+#include "shim/keeper/keeper.h"
+#include "shim/log.h"
+
+int main(int argc, char** argv) {
+  if (argc < 5 || std::strcmp(argv[3], "--") != 0) {
+    fmt::print(stderr,
+               "usage: {} SOCKET LOG -- SERVER_ARGV...\n"
+               "The keeper is started by `containerd-shim-embed-v1 start`.\n",
+               argv[0]);
+    return 2;
+  }
+  keeper::Config config;
+  config.socket_path = argv[1];
+  shim::Log::Init(argv[2], false);
+  for (int i = 4; i < argc; ++i) config.server_argv.push_back(argv[i]);
+  if (const char* fd = std::getenv("EMBED_SHIM_READY_FD")) {
+    config.ready_fd = std::atoi(fd);
+    fcntl(config.ready_fd, F_SETFD, FD_CLOEXEC);  // not for the server
+    unsetenv("EMBED_SHIM_READY_FD");
+  }
+  // The keeper holds every connection: the OOM killer should pick the
+  // server (which the keeper replaces) long before it picks the keeper.
+  if (int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC); fd >= 0) {
+    (void)!write(fd, "-999", 4);
+    close(fd);
+  }
+  signal(SIGPIPE, SIG_IGN);
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGINT);
+  sigprocmask(SIG_BLOCK, &stop, nullptr);
+  base::UniqueFd sigfd(signalfd(-1, &stop, SFD_CLOEXEC | SFD_NONBLOCK));
+
+  auto loop = ttrpc::EventLoop::Create();
+  if (!loop.ok()) return 1;
+  keeper::Keeper k(**loop, config);
+  (void)(*loop)->Add(sigfd.get(), EPOLLIN, [&](uint32_t) {
+    shim::LogInfo("keeper: stopping on a signal; containers keep running");
+    k.Stop();
+  });
+  if (absl::Status st = k.Start(); !st.ok()) {
+    shim::LogError("keeper: {}", st);
+    return 1;
+  }
+  (*loop)->Run();
+  return 0;
+}

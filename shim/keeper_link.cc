@@ -1,0 +1,107 @@
+#include "shim/keeper_link.h"
+
+#include <fcntl.h>
+#include <poll.h>
+
+#include "base/absl_fmt.h"
+#include "shim/log.h"
+
+namespace shim {
+
+using keeper::Msg;
+using keeper::MsgType;
+
+KeeperLink::KeeperLink(ttrpc::EventLoop& loop, base::UniqueFd channel, ttrpc::Server& server)
+    : loop_(loop), channel_(std::move(channel)), server_(server) {}
+
+absl::Status KeeperLink::Start() {
+  fcntl(channel_.get(), F_SETFD, FD_CLOEXEC);  // runc must not inherit it
+  fcntl(channel_.get(), F_SETFL, fcntl(channel_.get(), F_GETFL) | O_NONBLOCK);
+  for (int i = 0; i < 100 && !hello_done_; ++i) {
+    pollfd p{channel_.get(), POLLIN, 0};
+    if (poll(&p, 1, 50) > 0) OnReadable();
+  }
+  if (!hello_done_) LogWarn("keeper channel: no hello from the keeper");
+  return loop_.Add(channel_.get(), EPOLLIN, [this](uint32_t) { OnReadable(); });
+}
+
+void KeeperLink::OnReadable() {
+  for (int i = 0; i < 256; ++i) {
+    auto msg = keeper::RecvMsg(channel_.get());
+    if (!msg.ok()) {
+      LogError("keeper channel: {}; the keeper is gone", msg.status());
+      loop_.Remove(channel_.get());
+      if (on_gone_) on_gone_();
+      return;
+    }
+    if (!msg->has_value()) return;
+    Msg& m = **msg;
+    switch (m.type) {
+      case MsgType::kConnOpen: {
+        ucred peer{};
+        peer.uid = m.arg;
+        uint64_t conn = m.conn;
+        ttrpc::Server::Relay relay{
+            [this, conn](std::string frame) {
+              Send({MsgType::kFrame, conn, 0, {}, std::move(frame), {}});
+            },
+            [this, conn] { Send({MsgType::kConnClosed, conn, 0, {}, {}, {}}); }};
+        (void)server_.AddRelayedConnection(conn, m.text, peer, std::move(relay));
+        break;
+      }
+      case MsgType::kFrame: {
+        if (m.data.size() < ttrpc::kHeaderSize) break;
+        ttrpc::Frame frame;
+        frame.header = ttrpc::DecodeHeader(m.data.data());
+        frame.oversized = m.arg == 1;
+        frame.payload = m.data.substr(ttrpc::kHeaderSize);
+        server_.OnRelayedFrame(m.conn, std::move(frame));
+        break;
+      }
+      case MsgType::kConnClosed:
+        server_.RemoveRelayedConnection(m.conn);
+        break;
+      case MsgType::kListening:
+        listening_.insert(m.text);
+        break;
+      case MsgType::kHelloDone:
+        hello_done_ = true;
+        return;  // replayed requests follow; the loop serves them
+      default:
+        LogWarn("keeper channel: unexpected message {}", static_cast<int>(m.type));
+    }
+  }
+}
+
+void KeeperLink::Send(Msg msg) {
+  if (absl::Status st = keeper::SendMsg(channel_.get(), msg); !st.ok())
+    LogError("keeper channel: {}", st);
+}
+
+void KeeperLink::Listen(const std::string& label, base::UniqueFd listener) {
+  listening_.insert(label);
+  Send({MsgType::kListenFd, 0, 0, label, {}, std::move(listener)});
+}
+
+void KeeperLink::Keep(const std::string& name, base::UniqueFd fd) {
+  Send({MsgType::kKeepFd, 0, 0, name, {}, std::move(fd)});
+}
+
+void KeeperLink::Drop(const std::string& name) {
+  Send({MsgType::kDropFd, 0, 0, name, {}, {}});
+}
+
+void KeeperLink::Ready() { Send({MsgType::kReady, 0, 0, {}, {}, {}}); }
+
+void KeeperLink::ShutdownAndWait() {
+  loop_.Remove(channel_.get());
+  Send({MsgType::kShutdown, 0, 0, {}, {}, {}});
+  for (int i = 0; i < 100; ++i) {
+    pollfd p{channel_.get(), POLLIN, 0};
+    if (poll(&p, 1, 50) <= 0) continue;
+    auto msg = keeper::RecvMsg(channel_.get());
+    if (!msg.ok()) return;  // EOF: the keeper has left
+  }
+}
+
+}  // namespace shim
