@@ -85,7 +85,7 @@ int RunDaemon(const Flags& flags) {
   WorkerPool pool(loop, 8);
   StateStore store(paths.state);
   const char* ttrpc_address = std::getenv("TTRPC_ADDRESS");
-  EventPublisher events(loop, ttrpc_address ? ttrpc_address : "");
+  EventPublisher events(loop, ttrpc_address ? ttrpc_address : "", paths.dir + "/events");
   TaskService service(loop, pool, store, events, **monitor);
 
   ttrpc::ServerOptions server_options;

@@ -125,7 +125,12 @@ int RunDelete(const Flags& flags) {
   StateStore store(paths.state);
   auto record = store.Load(flags.namespace_, flags.id);
   task::DeleteResponse resp;
-  if (!record.ok()) {
+  if (record.ok() && record->status() == embedshim::DELETED) {
+    // Deleted normally: its tombstone still has the real exit.
+    resp.set_pid(record->pid());
+    resp.set_exit_status(record->exit_status());
+    SetTimestamp(resp.mutable_exited_at(), record->exited_at_unix_nano());
+  } else if (!record.ok()) {
     // Nothing persisted: deleted normally, or never created. Only make sure
     // nothing is left mounted in this container's own bundle.
     if (!flags.bundle.empty()) (void)oci::UnmountRootfs(flags.bundle + "/rootfs");

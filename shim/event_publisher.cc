@@ -1,19 +1,85 @@
 #include "shim/event_publisher.h"
 
-#include <sys/time.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
 
 #include "base/absl_fmt.h"
+#include "events_task.pb.h"
 #include "events_ttrpc.pb.h"
 #include "shim/log.h"
 
 namespace shim {
 
-EventPublisher::EventPublisher(ttrpc::EventLoop& loop, std::string ttrpc_address)
-    : loop_(loop), address_(std::move(ttrpc_address)) {}
+namespace {
+
+using ForwardRequest = containerd::services::events::ttrpc::v1::ForwardRequest;
+
+// Every task event carries its container id in field 1.
+std::string ContainerIdOf(const google::protobuf::Any& any) {
+  containerd::events::TaskExit probe;
+  if (!probe.ParseFromString(any.value())) return "";
+  return probe.container_id();
+}
+
+}  // namespace
+
+EventPublisher::EventPublisher(ttrpc::EventLoop& loop, std::string ttrpc_address,
+                               std::string spool_dir)
+    : loop_(loop), address_(std::move(ttrpc_address)), spool_dir_(std::move(spool_dir)) {
+  mkdir(spool_dir_.c_str(), 0700);
+  LoadSpool();
+}
+
+std::string EventPublisher::SpoolPath(uint64_t seq) const {
+  return fmt::format("{}/{:020}", spool_dir_, seq);
+}
+
+void EventPublisher::LoadSpool() {
+  std::vector<uint64_t> seqs;
+  if (DIR* d = opendir(spool_dir_.c_str())) {
+    while (dirent* e = readdir(d)) {
+      if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+      seqs.push_back(std::strtoull(e->d_name, nullptr, 10));
+    }
+    closedir(d);
+  }
+  std::sort(seqs.begin(), seqs.end());
+  for (uint64_t seq : seqs) {
+    std::ifstream in(SpoolPath(seq), std::ios::binary);
+    std::stringstream bytes;
+    bytes << in.rdbuf();
+    ForwardRequest req;
+    if (!req.ParseFromString(bytes.str())) {
+      LogError("events: dropping unreadable spool file {}", SpoolPath(seq));
+      unlink(SpoolPath(seq).c_str());
+      continue;
+    }
+    queue_.push_back({seq, req.envelope().topic(), req.envelope().namespace_(),
+                      ContainerIdOf(req.envelope().event()), bytes.str()});
+    next_seq_ = seq + 1;
+  }
+  if (!queue_.empty()) {
+    LogInfo("events: {} undelivered events from an earlier server", queue_.size());
+    loop_.Post([this] { Pump(); });
+  }
+}
+
+bool EventPublisher::Spooled(const std::string& topic, const std::string& ns,
+                             const std::string& id) const {
+  return std::any_of(queue_.begin(), queue_.end(), [&](const Queued& q) {
+    return q.topic == topic && q.ns == ns && q.container_id == id;
+  });
+}
 
 void EventPublisher::Publish(const std::string& ns, const std::string& topic,
                              const google::protobuf::Message& event) {
-  containerd::services::events::ttrpc::v1::ForwardRequest req;
+  ForwardRequest req;
   auto* env = req.mutable_envelope();
   timespec now;
   clock_gettime(CLOCK_REALTIME, &now);
@@ -24,8 +90,17 @@ void EventPublisher::Publish(const std::string& ns, const std::string& topic,
   // containerd 1.6 resolves bare message names, not type.googleapis.com/ URLs.
   env->mutable_event()->set_type_url(event.GetDescriptor()->full_name());
   env->mutable_event()->set_value(event.SerializeAsString());
-  queue_.push_back(req.SerializeAsString());
-  LogFor(LogLevel::kDebug, ns, "", "queued event {}", topic);
+  Queued q{next_seq_++, topic, ns, ContainerIdOf(env->event()), req.SerializeAsString()};
+  std::string tmp = SpoolPath(q.seq) + ".tmp";
+  if (int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600); fd >= 0) {
+    bool ok = write(fd, q.request.data(), q.request.size()) ==
+              static_cast<ssize_t>(q.request.size());
+    close(fd);
+    if (!ok || rename(tmp.c_str(), SpoolPath(q.seq).c_str()) != 0)
+      LogError("events: cannot spool {}; it is kept in memory only", topic);
+  }
+  LogFor(LogLevel::kDebug, ns, q.container_id, "queued event {}", topic);
+  queue_.push_back(std::move(q));
   Pump();
 }
 
@@ -47,12 +122,13 @@ void EventPublisher::Pump() {
   in_flight_ = true;
   ttrpc::CallOptions opts;
   opts.timeout = absl::Seconds(5);
-  client_->Call("containerd.services.events.ttrpc.v1.Events", "Forward", queue_.front(),
-                std::move(opts), [this](absl::StatusOr<std::string> r) {
+  client_->Call("containerd.services.events.ttrpc.v1.Events", "Forward",
+                queue_.front().request, std::move(opts), [this](absl::StatusOr<std::string> r) {
                   in_flight_ = false;
                   if (r.ok() || absl::IsInvalidArgument(r.status())) {
                     // InvalidArgument will never succeed: say so and move on.
                     if (!r.ok()) LogError("events: containerd refused an event: {}", r.status());
+                    unlink(SpoolPath(queue_.front().seq).c_str());
                     queue_.pop_front();
                     ++delivered_;
                     backoff_ = absl::Milliseconds(50);

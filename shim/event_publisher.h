@@ -1,7 +1,10 @@
 // EventPublisher: forwards task events to containerd over its ttrpc events
 // service ($TTRPC_ADDRESS, Events/Forward), one at a time and in order.
-// While containerd is unreachable (it restarts) events wait in the queue and
-// go out, in order, once it is back: none is dropped for being late.
+//
+// Every event is spooled to a file before anything else happens, and the
+// file goes only once containerd has taken the event. So events survive a
+// restart of the server (a new one resends the spool, in order) and wait,
+// in order, while containerd is unreachable.
 #pragma once
 
 #include <deque>
@@ -16,24 +19,38 @@ namespace shim {
 
 class EventPublisher {
  public:
-  EventPublisher(ttrpc::EventLoop& loop, std::string ttrpc_address);
+  // `spool_dir` holds one file per undelivered event; what it holds already
+  // (from an earlier server) is sent first.
+  EventPublisher(ttrpc::EventLoop& loop, std::string ttrpc_address, std::string spool_dir);
 
-  // Queues `event` under `topic` ("/tasks/exit") in `ns`, stamped now.
-  // Loop thread.
+  // Spools `event` under `topic` ("/tasks/exit") in `ns`, stamped now, and
+  // sends it when its turn comes. Loop thread.
   void Publish(const std::string& ns, const std::string& topic,
                const google::protobuf::Message& event);
+
+  // Whether an event of `topic` for container `id` in `ns` waits in the spool.
+  bool Spooled(const std::string& topic, const std::string& ns, const std::string& id) const;
 
   size_t queued() const { return queue_.size(); }
   uint64_t delivered() const { return delivered_; }
 
  private:
+  struct Queued {
+    uint64_t seq;
+    std::string topic, ns, container_id;
+    std::string request;  // a serialised ForwardRequest
+  };
+  void LoadSpool();
+  std::string SpoolPath(uint64_t seq) const;
   void Pump();
   void Retry();
 
   ttrpc::EventLoop& loop_;
   std::string address_;
+  std::string spool_dir_;
   std::shared_ptr<ttrpc::Client> client_;
-  std::deque<std::string> queue_;  // serialised ForwardRequests, oldest first
+  std::deque<Queued> queue_;  // oldest first
+  uint64_t next_seq_ = 1;
   bool in_flight_ = false;
   bool retry_armed_ = false;
   absl::Duration backoff_ = absl::Milliseconds(50);

@@ -53,9 +53,9 @@ void KeeperLink::OnReadable() {
         if (m.data.size() < ttrpc::kHeaderSize) break;
         ttrpc::Frame frame;
         frame.header = ttrpc::DecodeHeader(m.data.data());
-        frame.oversized = m.arg == 1;
+        frame.oversized = m.arg & keeper::kFrameOversized;
         frame.payload = m.data.substr(ttrpc::kHeaderSize);
-        server_.OnRelayedFrame(m.conn, std::move(frame));
+        server_.OnRelayedFrame(m.conn, std::move(frame), m.arg & keeper::kFrameReplayed);
         break;
       }
       case MsgType::kConnClosed:

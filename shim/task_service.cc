@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <fstream>
 #include <unistd.h>
 
 #include "base/absl_fmt.h"
@@ -27,6 +28,7 @@ struct TaskService::Call {
   std::string ns;
   std::string payload;
   ttrpc::Responder responder;
+  bool replayed = false;  // an earlier server may already have acted on it
 
   template <class Req>
   absl::StatusOr<Req> Parse() const {
@@ -144,7 +146,7 @@ void TaskService::RegisterOn(ttrpc::Server& server) {
         // then the socket the connection came in on names it.
         Call call{std::string(ttrpc::FindMetadata(ctx.metadata, kNamespaceKey)
                                   .value_or(ctx.listener_label)),
-                  std::move(payload), std::move(responder)};
+                  std::move(payload), std::move(responder), ctx.replayed};
         if (!IsValidIdentifier(call.ns)) {
           call.Fail(absl::InvalidArgumentError(fmt::format(
               "request namespace {:?} is not a valid identifier (send {} metadata, or "
@@ -233,8 +235,14 @@ void TaskService::Create(Call call) {
   }
   Key key{call.ns, id};
   containers_[key] = std::move(owned);
+  tombstones_.erase(key);
   LogFor(LogLevel::kInfo, call.ns, id, "create bundle={} runtime={}", r.bundle(),
          r.options().binary_name());
+  // If this process dies during `runc create`, the next one finds this
+  // record and cleans up (Recover) before the replayed Create runs again.
+  r.set_status(embedshim::CREATING);
+  if (absl::Status st = store_.Save(r); !st.ok())
+    LogFor(LogLevel::kError, call.ns, id, "persisting state: {}", st);
 
   c.RunSerially([this, &c, key, call = std::move(call), req = std::move(*req)]() mutable {
     pool_.Run<std::shared_ptr<CreateResult>>(
@@ -245,6 +253,7 @@ void TaskService::Create(Call call) {
           if (!res->status.ok()) {
             LogFor(LogLevel::kError, c.ns(), c.id(), "create failed: {}", res->status);
             call.Fail(res->status);
+            (void)store_.Remove(c.ns(), c.id());
             containers_.erase(it);  // nothing mounted or created remains
             MaybeIdle();
             return;
@@ -289,6 +298,12 @@ void TaskService::Start(Call call) {
   if (!found.ok()) return call.Fail(found.status());
   Container& c = **found;
   c.RunSerially([this, &c, call = std::move(call)]() mutable {
+    if (call.replayed && c.record.started()) {  // the earlier server started it
+      task::StartResponse resp;
+      resp.set_pid(c.record.pid());
+      call.Reply(resp);
+      return c.Done();
+    }
     if (auto next = Transition(c.state, ProcessEvent::kStart); !next.ok()) {
       call.Fail(next.status());
       return c.Done();
@@ -299,12 +314,7 @@ void TaskService::Start(Call call) {
         [this, &c, call = std::move(call)](absl::Status st) {
           c.starting = false;
           if (st.ok()) {
-            c.state = ProcessState::kRunning;
-            Persist(c);
-            events::TaskStart ev;
-            ev.set_container_id(c.id());
-            ev.set_pid(c.record.pid());
-            events_.Publish(c.ns(), "/tasks/start", ev);
+            MarkStarted(c);
             LogFor(LogLevel::kInfo, c.ns(), c.id(), "started pid={}", c.record.pid());
             task::StartResponse resp;
             resp.set_pid(c.record.pid());
@@ -351,6 +361,10 @@ void TaskService::Kill(Call call) {
   if (!found.ok()) return call.Fail(found.status());
   Container& c = **found;
   c.RunSerially([this, &c, call = std::move(call), req = std::move(*req)]() mutable {
+    if (call.replayed && c.state == ProcessState::kStopped) {  // it worked the first time
+      call.Reply(google::protobuf::Empty());
+      return c.Done();
+    }
     if (auto next = Transition(c.state, ProcessEvent::kKill); !next.ok()) {
       call.Fail(next.status());
       return c.Done();
@@ -411,19 +425,25 @@ void TaskService::ApplyExit(Container& c, const bpf::ExitRecord& exit) {
   c.state = *next;
   c.record.set_exit_status(static_cast<uint32_t>(bpf::ExitCode(exit.wait_status)));
   c.record.set_exited_at_unix_nano(exit.exited_at_ns);
-  Persist(c);  // first on disk, then out: a restart never reports it twice
-  (void)monitor_.Forget(exit.pid);
-  by_pid_.erase(exit.pid);
   LogFor(LogLevel::kInfo, c.ns(), c.id(), "exited pid={} status={}", exit.pid,
          c.record.exit_status());
 
-  events::TaskExit ev;
-  ev.set_container_id(c.id());
-  ev.set_id(c.id());  // CRI finds the task by `id`: the container id for init
-  ev.set_pid(c.record.pid());
-  ev.set_exit_status(c.record.exit_status());
-  SetTimestamp(ev.mutable_exited_at(), c.record.exited_at_unix_nano());
-  events_.Publish(c.ns(), "/tasks/exit", ev);
+  // Order matters across a crash: the event is spooled, then the state is
+  // persisted, then the exit record is forgotten. A server that dies between
+  // any two steps is followed by one that replays the exit, finds the event
+  // already spooled, and does not send it twice.
+  if (!events_.Spooled("/tasks/exit", c.ns(), c.id())) {
+    events::TaskExit ev;
+    ev.set_container_id(c.id());
+    ev.set_id(c.id());  // CRI finds the task by `id`: the container id for init
+    ev.set_pid(c.record.pid());
+    ev.set_exit_status(c.record.exit_status());
+    SetTimestamp(ev.mutable_exited_at(), c.record.exited_at_unix_nano());
+    events_.Publish(c.ns(), "/tasks/exit", ev);
+  }
+  Persist(c);
+  (void)monitor_.Forget(exit.pid);
+  by_pid_.erase(exit.pid);
 
   task::WaitResponse resp;
   resp.set_exit_status(c.record.exit_status());
@@ -437,7 +457,12 @@ void TaskService::Delete(Call call) {
   auto req = call.Parse<task::DeleteRequest>();
   if (!req.ok()) return call.Fail(req.status());
   auto found = Find(call.ns, req->id(), req->exec_id());
-  if (!found.ok()) return call.Fail(found.status());
+  if (!found.ok()) {
+    auto tomb = tombstones_.find(Key{call.ns, req->id()});
+    if (call.replayed && req->exec_id().empty() && tomb != tombstones_.end())
+      return call.Reply(DeleteResponseOf(tomb->second));  // the earlier server deleted it
+    return call.Fail(found.status());
+  }
   Container& c = **found;
   c.RunSerially([this, &c, call = std::move(call)]() mutable {
     auto next = Transition(c.state, ProcessEvent::kDelete);
@@ -466,10 +491,7 @@ void TaskService::Delete(Call call) {
             return c.Done();
           }
           if (never_started) c.record.set_exited_at_unix_nano(NowUnixNano());
-          task::DeleteResponse resp;
-          resp.set_pid(c.record.pid());
-          resp.set_exit_status(c.record.exit_status());
-          SetTimestamp(resp.mutable_exited_at(), c.record.exited_at_unix_nano());
+          task::DeleteResponse resp = DeleteResponseOf(c.record);
 
           events::TaskDelete ev;
           ev.set_container_id(c.id());
@@ -487,8 +509,12 @@ void TaskService::Delete(Call call) {
 
 void TaskService::Remove(Container& c) {
   Key key{c.ns(), c.id()};
-  if (absl::Status st = store_.Remove(c.ns(), c.id()); !st.ok())
-    LogFor(LogLevel::kError, c.ns(), c.id(), "removing state: {}", st);
+  // A tombstone, so that a Delete replayed to a later server gets this answer.
+  c.record.set_status(embedshim::DELETED);
+  c.record.set_deleted_at_unix_nano(NowUnixNano());
+  if (absl::Status st = store_.Save(c.record); !st.ok())
+    LogFor(LogLevel::kError, c.ns(), c.id(), "persisting state: {}", st);
+  AddTombstone(c.record);
   by_pid_.erase(c.record.pid());
   if (drop_fd_) drop_fd_(c.stdin_keepalive_name());
   for (auto& w : c.waiters) w.Reply(absl::NotFoundError("container deleted"));
@@ -497,6 +523,38 @@ void TaskService::Remove(Container& c) {
   c.Done();
   containers_.erase(key);
   MaybeIdle();
+}
+
+task::DeleteResponse TaskService::DeleteResponseOf(const embedshim::ContainerRecord& r) {
+  task::DeleteResponse resp;
+  resp.set_pid(r.pid());
+  resp.set_exit_status(r.exit_status());
+  SetTimestamp(resp.mutable_exited_at(), r.exited_at_unix_nano());
+  return resp;
+}
+
+void TaskService::AddTombstone(const embedshim::ContainerRecord& r) {
+  Key key{r.namespace_(), r.id()};
+  tombstones_[key] = r;
+  // Long enough for any replay of the Delete; then the record goes.
+  loop_.RunAfter(kTombstoneLife, [this, key, deleted_at = r.deleted_at_unix_nano()] {
+    auto it = tombstones_.find(key);
+    if (it == tombstones_.end() || it->second.deleted_at_unix_nano() != deleted_at) return;
+    tombstones_.erase(it);
+    if (!containers_.contains(key)) (void)store_.Remove(key.first, key.second);
+  });
+}
+
+void TaskService::MarkStarted(Container& c) {
+  c.state = ProcessState::kRunning;
+  c.record.set_started(true);
+  if (!events_.Spooled("/tasks/start", c.ns(), c.id())) {  // spooled first, then the state
+    events::TaskStart ev;
+    ev.set_container_id(c.id());
+    ev.set_pid(c.record.pid());
+    events_.Publish(c.ns(), "/tasks/start", ev);
+  }
+  Persist(c);
 }
 
 void TaskService::Pids(Call call) {
@@ -558,13 +616,38 @@ std::vector<std::string> TaskService::Namespaces() const {
 void TaskService::Recover() {
   std::vector<std::string> errors;
   for (auto& record : store_.LoadAll(&errors)) {
+    Key key{record.namespace_(), record.id()};
+    if (record.status() == embedshim::DELETED) {
+      AddTombstone(record);
+      continue;
+    }
+    if (record.status() == embedshim::CREATING) {
+      // The server died during `runc create`: undo it. The replayed Create,
+      // if containerd still waits for it, then starts afresh. Rare, so done
+      // here, synchronously.
+      LogFor(LogLevel::kWarn, record.namespace_(), record.id(),
+             "cleaning up a create that was in flight");
+      (void)RuncFor(record).Delete(record.id(), /*force=*/true);
+      (void)oci::UnmountRootfs(record.bundle() + "/rootfs");
+      (void)store_.Remove(record.namespace_(), record.id());
+      continue;
+    }
     auto c = std::make_unique<Container>();
     c->record = record;
     c->state = FromRecord(record.status());
-    Key key{record.namespace_(), record.id()};
+    pid_t pid = static_cast<pid_t>(record.pid());
     if (c->state == ProcessState::kCreated || c->state == ProcessState::kRunning ||
-        c->state == ProcessState::kPaused)
-      by_pid_[static_cast<pid_t>(record.pid())] = key;
+        c->state == ProcessState::kPaused) {
+      by_pid_[pid] = key;
+      // Still the same process? (A stopped one is reported by Replay below.)
+      auto same = bpf::IsSameLiveProcess(pid, record.start_boottime());
+      if (same.ok() && !*same)
+        LogFor(LogLevel::kWarn, record.namespace_(), record.id(),
+               "pid {} is no longer the container's process", pid);
+    }
+    // `runc start` ran but the server died before it said so: once runc
+    // init has exec'd the user's process, the container was started.
+    if (c->state == ProcessState::kCreated && !InRuncInit(pid)) MarkStarted(*c);
     containers_[key] = std::move(c);
   }
   for (const auto& e : errors) LogError("recover: {}", e);
@@ -573,6 +656,15 @@ void TaskService::Recover() {
     for (const auto& exit : *exits) OnExit(exit);
   }
   LogInfo("recovered {} containers", containers_.size());
+}
+
+bool TaskService::InRuncInit(pid_t pid) {
+  std::ifstream comm(fmt::format("/proc/{}/comm", pid));
+  std::string name;
+  std::getline(comm, name);
+  // runc's and crun's init names while they wait for `start`; a dead pid
+  // also counts as "not started" here: its exit says the rest.
+  return name.empty() || name.rfind("runc:", 0) == 0 || name == "crun";
 }
 
 }  // namespace shim

@@ -10,6 +10,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "bpf/exit_monitor.h"
+#include "shim.pb.h"
 #include "shim/container.h"
 #include "shim/event_publisher.h"
 #include "shim/state_store.h"
@@ -66,6 +67,11 @@ class TaskService {
   absl::StatusOr<Container*> Find(const std::string& ns, const std::string& id,
                                   const std::string& exec_id);
   void ApplyExit(Container& c, const bpf::ExitRecord& exit);
+  void MarkStarted(Container& c);
+  void AddTombstone(const embedshim::ContainerRecord& record);
+  static containerd::task::v2::DeleteResponse DeleteResponseOf(
+      const embedshim::ContainerRecord& record);
+  static bool InRuncInit(pid_t pid);
   void Persist(const Container& c);
   void Remove(Container& c);
   void MaybeIdle();
@@ -77,6 +83,9 @@ class TaskService {
   bpf::ExitMonitor& monitor_;
   absl::flat_hash_map<Key, std::unique_ptr<Container>> containers_;
   absl::flat_hash_map<pid_t, Key> by_pid_;  // tracked init pids
+  // Deleted containers' last records, for replayed Deletes.
+  absl::flat_hash_map<Key, embedshim::ContainerRecord> tombstones_;
+  static constexpr absl::Duration kTombstoneLife = absl::Minutes(2);
   bool shutdown_requested_ = false;
   std::function<void()> on_idle_;
   KeepFd keep_fd_;

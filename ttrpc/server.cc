@@ -110,10 +110,10 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
     return absl::OkStatus();
   }
 
-  void OnRelayedFrame(uint64_t id, Frame frame) {
+  void OnRelayedFrame(uint64_t id, Frame frame, bool replayed) {
     auto it = connections_.find(id);
     if (it == connections_.end()) return;
-    OnFrame(*it->second, std::move(frame));
+    OnFrame(*it->second, std::move(frame), replayed);
   }
 
   void RemoveRelayed(uint64_t id) { Close(id); }
@@ -192,7 +192,7 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
     }
   }
 
-  void OnFrame(Connection& conn, Frame frame) {
+  void OnFrame(Connection& conn, Frame frame, bool replayed = false) {
     const uint32_t stream = frame.header.stream_id;
     if (conn.close_after_flush) return;
     if (frame.oversized) {
@@ -243,6 +243,7 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
     ctx.method = req.method();
     ctx.peer = conn.peer;
     ctx.listener_label = conn.label;
+    ctx.replayed = replayed;
     for (const KeyValue& kv : req.metadata()) ctx.metadata.emplace_back(kv.key(), kv.value());
 
     auto state = std::make_shared<Responder::State>();
@@ -379,8 +380,8 @@ absl::Status Server::AddRelayedConnection(uint64_t id, std::string label, ucred 
                                           Relay relay) {
   return core_->AddRelayed(id, std::move(label), peer, std::move(relay));
 }
-void Server::OnRelayedFrame(uint64_t id, Frame frame) {
-  core_->OnRelayedFrame(id, std::move(frame));
+void Server::OnRelayedFrame(uint64_t id, Frame frame, bool replayed) {
+  core_->OnRelayedFrame(id, std::move(frame), replayed);
 }
 void Server::RemoveRelayedConnection(uint64_t id) { core_->RemoveRelayed(id); }
 size_t Server::connection_count() const { return core_->connection_count(); }

@@ -80,7 +80,7 @@ class Server {
   };
   absl::Status AddRelayedConnection(uint64_t connection_id, std::string label, ucred peer,
                                     Relay relay);
-  void OnRelayedFrame(uint64_t connection_id, Frame frame);
+  void OnRelayedFrame(uint64_t connection_id, Frame frame, bool replayed = false);
   // The owner closed it (the client went away).
   void RemoveRelayedConnection(uint64_t connection_id);
 

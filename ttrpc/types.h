@@ -30,6 +30,9 @@ struct RequestContext {
   ucred peer{};
   // The label of the listener that accepted the connection (Server::Serve).
   std::string listener_label;
+  // A relayed request that an earlier server may already have acted on
+  // (its owner replays requests that were never answered).
+  bool replayed = false;
 };
 
 }  // namespace ttrpc

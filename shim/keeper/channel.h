@@ -22,7 +22,7 @@ enum class MsgType : uint8_t {
   kListening = 2,  // text = a label the keeper already listens for
   kHelloDone = 5,  // the keeper has told a new server all it had to
   // both ways
-  kFrame = 3,       // conn, data = one whole ttrpc frame; arg = 1: oversized (header only)
+  kFrame = 3,       // conn, data = one whole ttrpc frame; arg: kFrameFlag*
   kConnClosed = 4,  // conn: the client went away / please close it
   // server -> keeper
   kListenFd = 10,  // text = label, fd = a listening socket to serve
@@ -32,6 +32,9 @@ enum class MsgType : uint8_t {
   kShutdown = 14,  // idle: close listeners, remove their socket files, exit
   kUpgrade = 15,   // re-exec the keeper binary, then restart the server
 };
+
+inline constexpr uint32_t kFrameOversized = 1;  // header only: too large to keep
+inline constexpr uint32_t kFrameReplayed = 2;   // an earlier server may have seen it
 
 struct Msg {
   MsgType type = MsgType::kFrame;

@@ -112,7 +112,7 @@ void Keeper::OnConn(uint64_t id, uint32_t events) {
 }
 
 void Keeper::OnFrameFromClient(Conn& c, ttrpc::Frame frame) {
-  Msg msg{MsgType::kFrame, c.id, frame.oversized ? 1u : 0u, {}, {}, {}};
+  Msg msg{MsgType::kFrame, c.id, frame.oversized ? kFrameOversized : 0u, {}, {}, {}};
   // Re-encode: the server gets exactly the bytes the client sent (header and
   // payload), or only the header of a frame too large to keep.
   char header[ttrpc::kHeaderSize];
@@ -225,7 +225,8 @@ void Keeper::SpawnServer() {
   }
   for (auto& [id, c] : conns_) ToServer({MsgType::kConnOpen, id, c.peer.uid, c.label, {}, {}});
   ToServer({MsgType::kHelloDone, 0, 0, {}, {}, {}});
-  for (auto& [seq, p] : pending_) ToServer({MsgType::kFrame, p.conn, 0, {}, p.frame, {}});
+  for (auto& [seq, p] : pending_)
+    ToServer({MsgType::kFrame, p.conn, kFrameReplayed, {}, p.frame, {}});
   LogInfo("keeper: server pid {} started; {} connections, {} requests replayed", pid,
           conns_.size(), pending_.size());
 }
