@@ -14,11 +14,13 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "base/unique_fd.h"
 
 struct ring_buffer;  // libbpf
+struct em_exit;      // bpf/exit_monitor_abi.h
 
 namespace bpf {
 
@@ -34,7 +36,7 @@ struct ExitRecord {
 int ExitCode(int wait_status);
 
 struct ExitMonitorStats {
-  std::string version;      // hash of the BPF object; names the pin directory
+  std::string version;      // this monitor's pinned version (its pin directory's name)
   bool pinned = false;      // the program stays attached without us
   bool reopened = false;    // found pinned at Open rather than loaded
   size_t tracked = 0;       // entries in the tracked map
@@ -42,6 +44,16 @@ struct ExitMonitorStats {
   uint64_t ringbuf_full = 0;  // events dropped (their records are in the map)
   uint64_t exited_full = 0;   // records not stored (event was the only copy)
   uint64_t tracked_full = 0;  // descendants of a spawner not tracked
+  // Live upgrade (see Open): the versions whose pins this monitor took over
+  // at Open, and what it moved out of them.
+  std::vector<std::string> upgraded_from;
+  size_t upgrade_moved_tracked = 0;
+  size_t upgrade_moved_exits = 0;
+  // Other versions still pinned beside this one: normally none. One stays
+  // only when taking it over could not finish (upgrade_error says why); it
+  // keeps working, and the next Open tries again.
+  std::vector<std::string> other_versions;
+  std::string upgrade_error;
 };
 
 // Routes libbpf's messages (by default it prints to stderr) to `sink`;
@@ -53,8 +65,19 @@ void SetLibbpfLogSink(std::function<void(std::string_view)> sink);
 // Only a fresh load looks at it; a reopen keeps what is pinned.
 enum class ExitFlavour { kAuto, kGroupDeadArg, kSignalLive };
 
+// Points in a live upgrade where a test may make processes exit.
+enum class UpgradeStep {
+  kBegin,          // both programs attached, nothing moved yet (pid 0)
+  kTrackedCopied,  // pid's entry copied into ours, still in the old map
+};
+
 struct OpenOptions {
   ExitFlavour flavour = ExitFlavour::kAuto;
+  // Test only: pin under this version instead of Version(), so that one
+  // binary can play an older and a newer version of the program.
+  std::string version_override;
+  // Test only: called at each UpgradeStep while Open takes a version over.
+  std::function<void(UpgradeStep, pid_t)> upgrade_hook;
 };
 
 class ExitMonitor {
@@ -67,7 +90,12 @@ class ExitMonitor {
   // Reopens the pins under instance_dir (e.g.
   // /sys/fs/bpf/containerd-shim-embed-v1/<instance>) if this program version
   // is pinned there, else loads, attaches and pins it. Mounts bpffs on
-  // /sys/fs/bpf if needed. After a reopen, call Replay().
+  // /sys/fs/bpf if needed.
+  //
+  // Live upgrade: any other version pinned there (a previous build) is taken
+  // over, without missing an exit: its tracked processes are moved into ours,
+  // then its recorded exits, and its pins are removed. After a reopen or an
+  // upgrade, call Replay(): the exits that happened meanwhile are there.
   static absl::StatusOr<std::unique_ptr<ExitMonitor>> Open(std::string instance_dir,
                                                            OpenOptions options = {});
 
@@ -80,6 +108,8 @@ class ExitMonitor {
 
   // Hash of the embedded BPF object.
   static const std::string& Version();
+  // The version this monitor pinned: Version() unless overridden.
+  const std::string& version() const { return version_; }
 
   ~ExitMonitor();
   ExitMonitor(const ExitMonitor&) = delete;
@@ -134,14 +164,18 @@ class ExitMonitor {
     kRingOutstanding = 2,  // delivered from the map; the ring copy may follow
   };
 
-  ExitMonitor(std::string instance_dir, std::string pin_dir, bool reopened);
+  ExitMonitor(std::string instance_dir, std::string version, bool reopened);
   absl::Status OpenPins();
+  absl::Status TakeOver(const std::string& old_version);
+  absl::Status MoveTracked(int old_tracked);
+  absl::StatusOr<bool> AdoptExit(const em_exit& e);
   absl::Status Insert(pid_t pid, uint64_t start_boottime, pid_t spawner, int budget);
   absl::StatusOr<std::vector<ExitRecord>> ScanExited();
   static int OnRingEvent(void* ctx, void* data, size_t size);
   void OnEvent(const void* data, size_t size);
 
   std::string instance_dir_;
+  std::string version_;
   std::string pin_dir_;
   bool reopened_;
   base::UniqueFd tracked_, exited_, events_, stats_, exit_link_, fork_link_;
@@ -150,6 +184,16 @@ class ExitMonitor {
   uint64_t ringbuf_full_seen_ = 0;
   const ExitCallback* draining_ = nullptr;  // set only inside Drain
   size_t delivered_ = 0;
+
+  // Exits moved in from an older version: no event of ours will repeat them.
+  absl::flat_hash_set<Key> no_ring_;
+  // Exits an older version had only in its ring buffer that our map could
+  // not hold either; the next Replay() hands them out.
+  std::vector<ExitRecord> carried_;
+  std::vector<std::string> upgraded_from_;
+  size_t moved_tracked_ = 0, moved_exits_ = 0;
+  std::string upgrade_error_;
+  std::function<void(UpgradeStep, pid_t)> upgrade_hook_;  // only during Open
 };
 
 }  // namespace bpf
