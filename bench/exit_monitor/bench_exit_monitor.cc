@@ -1,6 +1,7 @@
 // Exit monitor benchmark: exit -> user-space callback latency over
-// sequential exits, open costs (fresh load vs. reopen of pins) and the
-// monitor's memory with 1000 tracked pids. Needs root. Prints markdown.
+// sequential exits, open costs (fresh load vs. reopen of pins, and an
+// upgrade taking over tracked pids) and the monitor's memory with 1000
+// tracked pids. Needs root. Prints markdown.
 #include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
@@ -184,6 +185,38 @@ int main(int argc, char** argv) {
   }
   (void)m.Unpin();
 
+  // Upgrade: Open of a newer version taking over n tracked pids (this one
+  // binary plays both versions, as the tests do).
+  bpf::OpenOptions old_version, new_version;
+  old_version.version_override = "bench_old";
+  new_version.version_override = "bench_new";
+  auto a = ExitMonitor::Open(dir, old_version);
+  if (!a.ok()) Die(a.status().ToString());
+  int ug[2];
+  if (::pipe(ug) != 0) Die("pipe");
+  base::UniqueFd ugr(ug[0]), ugw(ug[1]);
+  kids.clear();
+  for (int i = 0; i < n; ++i) {
+    kids.push_back(Spawn(ugr.get(), [] {}));
+    if (!(*a)->Track(kids.back()).ok()) Die("track");
+  }
+  int64_t t0 = Nanos(CLOCK_MONOTONIC);
+  auto b = ExitMonitor::Open(dir, new_version);
+  double upgrade_ms = (Nanos(CLOCK_MONOTONIC) - t0) / 1e6;
+  if (!b.ok()) Die(b.status().ToString());
+  auto b_stats = (*b)->Stats();
+  if (!b_stats.ok() || b_stats->upgrade_moved_tracked != static_cast<size_t>(n)) {
+    Die("the upgrade did not move every tracked pid");
+  }
+  a->reset();
+  base::UniqueFd ep_b(::epoll_create1(EPOLL_CLOEXEC));
+  if (::epoll_ctl(ep_b.get(), EPOLL_CTL_ADD, (*b)->fd(), &ev) != 0) Die("epoll_ctl");
+  if (::write(ugw.get(), all.data(), n) != n) Die("write");
+  got = 0;
+  WaitExits(**b, ep_b.get(), n, got, [&](const bpf::ExitRecord&) { ++got; });
+  for (pid_t pid : kids) ::waitpid(pid, nullptr, 0);
+  (void)ExitMonitor::RemovePins(dir);
+
   fmt::print("| metric | value |\n|---|---|\n");
   fmt::print("| exit -> callback, median ({} sequential exits) | {:.0f} us |\n", n,
              Percentile(to_callback_us, 0.5));
@@ -194,6 +227,8 @@ int main(int argc, char** argv) {
              fresh.ms, fresh.mem.hwm / 1024.0, fresh.mem.rss / 1024.0);
   fmt::print("| reopen pins: time / peak RSS / RSS after | {:.2f} ms / {:.1f} / {:.1f} MiB |\n",
              reopen.ms, reopen.mem.hwm / 1024.0, reopen.mem.rss / 1024.0);
+  fmt::print("| upgrade: new version's open (fresh load + takeover of {} tracked pids) | {:.1f} ms |\n", n,
+             upgrade_ms);
   fmt::print("| process before any open: RSS / anon | {:.1f} / {:.2f} MiB |\n",
              baseline.rss / 1024.0, baseline.anon / 1024.0);
   fmt::print("| {} tracked pids ({} in map): RSS / anon / PSS | {:.1f} / {:.2f} / {:.1f} MiB |\n",
