@@ -136,13 +136,37 @@ inline std::string CmdlineText(pid_t pid) {
   return s;
 }
 
-// Our shim daemons serving `containerd_address`: processes whose executable
-// is our binary and whose command line has the `serve` action and that
-// address. Not a host-wide grep: other tests' shims serve other addresses.
-inline std::vector<pid_t> ShimDaemons(const std::string& containerd_address) {
+// The long-lived processes of our shim serving `containerd_address`:
+//   servers  executable = our binary, the `serve` action and that address on
+//            the command line (a transient `start` or `delete` has no `serve`);
+//   keepers  another executable of ours (containerd-shim-embed-v1-keeper,
+//            which holds the sockets and restarts the server) whose command
+//            line has that address.
+// Not a host-wide grep: other tests' shims serve other addresses.
+struct ShimProcesses {
+  std::vector<pid_t> servers;
+  std::vector<pid_t> keepers;
+  size_t size() const { return servers.size() + keepers.size(); }
+  bool empty() const { return size() == 0; }
+  std::vector<pid_t> all() const {
+    std::vector<pid_t> v = servers;
+    v.insert(v.end(), keepers.begin(), keepers.end());
+    return v;
+  }
+  std::string ToString() const {
+    std::string s = "servers:";
+    for (pid_t p : servers) s += fmt::format(" {} ({})", p, CmdlineText(p));
+    s += "; keepers:";
+    for (pid_t p : keepers) s += fmt::format(" {} ({})", p, CmdlineText(p));
+    return s;
+  }
+};
+
+inline ShimProcesses FindShimProcesses(const std::string& containerd_address) {
   std::error_code ec;
-  std::string binary = std::filesystem::weakly_canonical(ShimBinary(), ec).string();
-  std::vector<pid_t> out;
+  const std::string binary = std::filesystem::weakly_canonical(ShimBinary(), ec).string();
+  const std::string prefix = binary + "-";  // containerd-shim-embed-v1-keeper, ...
+  ShimProcesses out;
   std::unique_ptr<DIR, int (*)(DIR*)> d(opendir("/proc"), &closedir);
   if (!d) return out;
   while (dirent* e = readdir(d.get())) {
@@ -154,7 +178,8 @@ inline std::vector<pid_t> ShimDaemons(const std::string& containerd_address) {
     if (n <= 0) continue;  // gone, or a zombie
     std::string exe(buf, static_cast<size_t>(n));
     if (exe.ends_with(" (deleted)")) exe.resize(exe.size() - 10);  // rebuilt meanwhile
-    if (exe != binary) continue;
+    const bool server_exe = exe == binary;
+    if (!server_exe && !exe.starts_with(prefix)) continue;
     std::vector<std::string> args = Cmdline(static_cast<pid_t>(pid));
     bool serve = false, address = false;
     for (const std::string& a : args) {
@@ -163,7 +188,9 @@ inline std::vector<pid_t> ShimDaemons(const std::string& containerd_address) {
           a == "-address=" + containerd_address || a == "--address=" + containerd_address)
         address = true;
     }
-    if (serve && address) out.push_back(static_cast<pid_t>(pid));
+    if (!address) continue;
+    if (server_exe && serve) out.servers.push_back(static_cast<pid_t>(pid));
+    if (!server_exe) out.keepers.push_back(static_cast<pid_t>(pid));
   }
   return out;
 }
@@ -320,7 +347,9 @@ class E2E {
   PrivateContainerd& cd() { return *cd_; }
   const Instance& instance() const { return instance_; }
   const std::string& address() const { return cd_->address(); }
-  std::vector<pid_t> daemons() const { return ShimDaemons(cd_->address()); }
+  // The shim's server processes (see FindShimProcesses).
+  std::vector<pid_t> daemons() const { return FindShimProcesses(cd_->address()).servers; }
+  ShimProcesses processes() const { return FindShimProcesses(cd_->address()); }
 
   // A busybox rootfs of its own under the fixture directory.
   std::string Rootfs(std::string_view name = "rootfs") {
@@ -335,12 +364,14 @@ class E2E {
     absl::StatusOr<std::string> s = test_support::ReadFile(instance_.log);
     return s.ok() ? *s : std::string("(no shim log at " + instance_.log + ")");
   }
-  // The one shim daemon serving this containerd (REQUIREs exactly one).
+  // The one shim server serving this containerd (REQUIREs exactly one, and
+  // at most one keeper).
   pid_t TheDaemon() const {
-    std::vector<pid_t> d = daemons();
-    INFO("shim daemons: " << d.size());
-    REQUIRE(d.size() == 1);
-    return d[0];
+    ShimProcesses p = processes();
+    INFO("shim processes: " << p.ToString());
+    REQUIRE(p.servers.size() == 1);
+    REQUIRE(p.keepers.size() <= 1);
+    return p.servers[0];
   }
 
   std::unique_ptr<ttrpc::BlockingClient> ShimClient() const {
@@ -364,7 +395,7 @@ class E2E {
   void Teardown() {
     if (!cd_) return;
     if (cd_->running()) {
-      std::vector<pid_t> before = daemons();
+      std::vector<pid_t> before = processes().all();
       std::vector<base::UniqueFd> pidfds;
       for (pid_t p : before) pidfds.push_back(OpenPidfd(p));
       auto lines = [&](std::vector<std::string> args) {
@@ -392,7 +423,7 @@ class E2E {
       Deadline deadline = DeadlineIn(10s);
       for (const base::UniqueFd& fd : pidfds) {
         if (fd && !WaitExited(fd, deadline))
-          fmt::print(stderr, "shim_e2e teardown: the shim daemon did not exit by itself\n");
+          fmt::print(stderr, "shim_e2e teardown: a shim process did not exit by itself\n");
       }
     }
     absl::Status st = cd_->Shutdown();
