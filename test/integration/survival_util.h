@@ -1,0 +1,719 @@
+// Helpers for the survival tests of containerd-shim-embed-v1 (survival_test.cc,
+// survival_keeper_test.cc): the shim is two processes, and these tests kill
+// them, stop them, restart containerd around them, and watch from outside.
+//
+//   keeper  exe = <shim dir>/containerd-shim-embed-v1-keeper,
+//           argv = keeper SOCKET LOG -- SERVER_ARGV...   (shim/keeper/keeper_main.cc)
+//   server  exe = <shim dir>/containerd-shim-embed-v1,
+//           argv contains `serve` and `-address <containerd socket>`
+//
+// Where the instance keeps its things is computed from the documented
+// contract (shim/paths.h): /run/containerd-embed (or $EMBED_SHIM_RUN_DIR) /
+// <16 hex digits of FNV-1a(containerd's socket path)>, with shim.sock,
+// shim.log and state/<ns>/<id>.json; pins in /sys/fs/bpf/containerd-embed/<instance>.
+//
+// Survival wraps a PrivateContainerd for one test case. On a failed case it
+// first copies containerd.log and shim.log to $SURVIVAL_LOG_DIR (default
+// /tmp/survival-logs/<case>-<pid>), then lets any stopped keeper continue,
+// deletes every task and container, waits for the shim to leave by itself,
+// stops containerd, and removes whatever a killed shim left behind.
+//
+// Nothing here sleeps for a fixed time: waits are on pidfds (process exits)
+// or inotify (log lines), each with a deadline.
+#pragma once
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "base/unique_fd.h"
+#include "fmt/format.h"
+#include "test/support/fs_util.h"
+#include "test/support/private_containerd.h"
+#include "test/support/status_matchers.h"
+#include "test/support/subprocess.h"
+
+namespace survival {
+
+using namespace std::chrono_literals;
+using test_support::Clock;
+using test_support::Deadline;
+using test_support::DeadlineIn;
+using test_support::PrivateContainerd;
+using test_support::PrivateContainerdOptions;
+using test_support::Result;
+using test_support::SpawnOptions;
+using test_support::Subprocess;
+using test_support::UniqueName;
+
+inline constexpr char kRuntime[] = "io.containerd.embed.v1";
+inline constexpr char kServerName[] = "containerd-shim-embed-v1";
+inline constexpr char kKeeperName[] = "containerd-shim-embed-v1-keeper";
+
+inline bool Contains(std::string_view haystack, std::string_view needle) {
+  return haystack.find(needle) != std::string_view::npos;
+}
+
+inline bool PathExists(const std::string& p) {
+  struct stat st;
+  return lstat(p.c_str(), &st) == 0;
+}
+
+inline int MillisUntil(Deadline deadline) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  return left.count() <= 0 ? 0 : static_cast<int>(std::min<int64_t>(left.count() + 1, 1 << 30));
+}
+
+// The tail of a text, for INFO messages.
+inline std::string Tail(const std::string& s, size_t n = 6000) {
+  return s.size() > n ? "..." + s.substr(s.size() - n) : s;
+}
+
+// ---------------------------------------------------------------------------
+// Failure tracking (set by the Catch listener in survival_test.cc): the
+// fixture keeps the logs of failed cases only.
+
+inline bool& CurrentCaseFailed() {
+  static bool failed = false;
+  return failed;
+}
+
+// ---------------------------------------------------------------------------
+// The shim's instance, from the contract in shim/paths.h.
+
+struct Instance {
+  std::string name;    // 16 hex digits
+  std::string dir;     // <run>/<name>
+  std::string socket;  // <dir>/shim.sock
+  std::string log;     // <dir>/shim.log
+  std::string state;   // <dir>/state
+  std::string pins;    // /sys/fs/bpf/containerd-embed/<name>
+  std::string Record(const std::string& ns, const std::string& id) const {
+    return fmt::format("{}/{}/{}.json", state, ns, id);
+  }
+};
+
+inline Instance InstanceFor(const std::string& containerd_address) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a, 64 bit
+  for (unsigned char c : containerd_address) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  const char* run = std::getenv("EMBED_SHIM_RUN_DIR");
+  std::string root = run && *run ? run : "/run/containerd-embed";
+  Instance i;
+  i.name = fmt::format("{:016x}", h);
+  i.dir = root + "/" + i.name;
+  i.socket = i.dir + "/shim.sock";
+  i.log = i.dir + "/shim.log";
+  i.state = i.dir + "/state";
+  i.pins = "/sys/fs/bpf/containerd-embed/" + i.name;
+  return i;
+}
+
+// ---------------------------------------------------------------------------
+// Processes.
+
+inline std::string Canonical(const std::string& path) {
+  std::error_code ec;
+  std::string c = std::filesystem::weakly_canonical(path, ec).string();
+  return ec ? path : c;
+}
+
+inline std::vector<std::string> Cmdline(pid_t pid) {
+  absl::StatusOr<std::string> raw = test_support::ReadFile(fmt::format("/proc/{}/cmdline", pid));
+  if (!raw.ok()) return {};
+  return test_support::Split(*raw, '\0');
+}
+
+inline std::string CmdlineText(pid_t pid) {
+  std::string s;
+  for (const std::string& a : Cmdline(pid)) s += (s.empty() ? "" : " ") + a;
+  return s;
+}
+
+// /proc/<pid>/exe without a " (deleted)" suffix (the build replaced the
+// binary meanwhile); nullopt for a zombie or a process that is gone.
+inline std::optional<std::string> ExePath(pid_t pid) {
+  char buf[4096];
+  ssize_t n = readlink(fmt::format("/proc/{}/exe", pid).c_str(), buf, sizeof buf - 1);
+  if (n <= 0) return std::nullopt;
+  std::string exe(buf, static_cast<size_t>(n));
+  if (exe.ends_with(" (deleted)")) exe.resize(exe.size() - 10);
+  return exe;
+}
+
+// The inode of the file a process runs (stat through /proc/<pid>/exe), 0 if gone.
+inline ino_t ExeInode(pid_t pid) {
+  struct stat st;
+  if (stat(fmt::format("/proc/{}/exe", pid).c_str(), &st) != 0) return 0;
+  return st.st_ino;
+}
+
+inline std::vector<pid_t> AllPids() {
+  std::vector<pid_t> out;
+  std::unique_ptr<DIR, int (*)(DIR*)> d(opendir("/proc"), &closedir);
+  if (!d) return out;
+  while (dirent* e = readdir(d.get())) {
+    char* end = nullptr;
+    long pid = strtol(e->d_name, &end, 10);
+    if (pid > 0 && *end == '\0') out.push_back(static_cast<pid_t>(pid));
+  }
+  return out;
+}
+
+// Live (not zombie) server processes of our shim serving `containerd_address`.
+inline std::vector<pid_t> Servers(const std::string& containerd_address,
+                                  const std::string& shim_dir) {
+  const std::string binary = Canonical(shim_dir + "/" + kServerName);
+  std::vector<pid_t> out;
+  for (pid_t pid : AllPids()) {
+    std::optional<std::string> exe = ExePath(pid);
+    if (!exe || *exe != binary) continue;
+    bool serve = false, address = false;
+    for (const std::string& a : Cmdline(pid)) {
+      if (a == "serve") serve = true;
+      if (a == containerd_address || a == "-address=" + containerd_address) address = true;
+    }
+    if (serve && address) out.push_back(pid);
+  }
+  return out;
+}
+
+// Live keeper processes of the instance in `instance_dir`.
+inline std::vector<pid_t> Keepers(const std::string& instance_dir, const std::string& shim_dir) {
+  const std::string binary = Canonical(shim_dir + "/" + kKeeperName);
+  std::vector<pid_t> out;
+  for (pid_t pid : AllPids()) {
+    std::optional<std::string> exe = ExePath(pid);
+    if (!exe || *exe != binary) continue;
+    std::vector<std::string> args = Cmdline(pid);
+    if (args.size() >= 3 && args[1].starts_with(instance_dir + "/")) out.push_back(pid);
+  }
+  return out;
+}
+
+// A pidfd: "has it exited?" cannot be fooled by pid reuse.
+inline base::UniqueFd OpenPidfd(pid_t pid) {
+  return base::UniqueFd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
+}
+
+// Waits until the process behind `pidfd` has exited (zombie or reaped).
+inline bool WaitExited(const base::UniqueFd& pidfd, Deadline deadline) {
+  for (;;) {
+    pollfd p{pidfd.get(), POLLIN, 0};
+    int r = poll(&p, 1, MillisUntil(deadline));
+    if (r == 1) return true;
+    if (r < 0 && errno == EINTR) continue;
+    if (Clock::now() >= deadline) return false;
+  }
+}
+
+inline bool Exited(const base::UniqueFd& pidfd) {
+  pollfd p{pidfd.get(), POLLIN, 0};
+  return poll(&p, 1, 0) == 1;
+}
+
+inline bool Alive(pid_t pid) {
+  base::UniqueFd fd = OpenPidfd(pid);
+  return fd && !Exited(fd);
+}
+
+inline bool SendSignal(const base::UniqueFd& pidfd, int sig) {
+  return syscall(SYS_pidfd_send_signal, pidfd.get(), sig, nullptr, 0) == 0;
+}
+
+// ---------------------------------------------------------------------------
+// Waiting for text in a growing file (the shim's log, a capture file).
+
+// Calls `found(text_after_offset)` each time the file grows, until it
+// returns true or the deadline passes. inotify on the directory, so a file
+// that does not exist yet (or is replaced) is fine.
+template <class Pred>
+absl::Status WaitForFileText(const std::string& path, size_t offset, Deadline deadline,
+                             Pred found) {
+  base::UniqueFd in(inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+  if (!in) return absl::InternalError("inotify_init1");
+  std::string dir = std::filesystem::path(path).parent_path().string();
+  inotify_add_watch(in.get(), dir.c_str(), IN_MODIFY | IN_CREATE | IN_MOVED_TO);
+  for (;;) {
+    absl::StatusOr<std::string> text = test_support::ReadFile(path);
+    if (text.ok() && text->size() >= offset && found(std::string_view(*text).substr(offset)))
+      return absl::OkStatus();
+    if (Clock::now() >= deadline)
+      return absl::DeadlineExceededError(
+          fmt::format("{}: not there by the deadline; after byte {}:\n{}", path, offset,
+                      text.ok() && text->size() >= offset ? Tail(text->substr(offset))
+                                                          : std::string("(unreadable)")));
+    pollfd p{in.get(), POLLIN, 0};
+    // Capped: a watch on a directory that was recreated would stay silent.
+    int r = poll(&p, 1, std::min(MillisUntil(deadline), 500));
+    if (r > 0) {
+      char buf[4096];
+      while (read(in.get(), buf, sizeof buf) > 0) {
+      }
+    }
+  }
+}
+
+inline size_t FileSize(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 ? static_cast<size_t>(st.st_size) : 0;
+}
+
+// "... pid=123 ..." of one shim log line; 0 if none.
+inline pid_t LinePid(std::string_view line) {
+  size_t at = line.find(" pid=");
+  if (at == std::string_view::npos) return 0;
+  return static_cast<pid_t>(std::strtol(std::string(line.substr(at + 5, 12)).c_str(), nullptr, 10));
+}
+
+// Waits for a "serving for containerd" line in the shim's log after byte
+// `offset` from a pid other than `old_server`, and returns that pid.
+inline absl::StatusOr<pid_t> WaitServing(const std::string& log, size_t offset,
+                                         pid_t old_server, Deadline deadline) {
+  pid_t got = 0;
+  absl::Status st = WaitForFileText(log, offset, deadline, [&](std::string_view text) {
+    for (const std::string& line : test_support::SplitLines(text)) {
+      if (!Contains(line, "serving for containerd")) continue;
+      pid_t p = LinePid(line);
+      if (p > 0 && p != old_server) got = p;
+    }
+    return got != 0;
+  });
+  if (!st.ok()) return st;
+  return got;
+}
+
+// "in 7.7 ms" of every "serving for containerd" line after `offset`.
+inline std::vector<double> ServingTimesMs(const std::string& log, size_t offset) {
+  std::vector<double> out;
+  absl::StatusOr<std::string> text = test_support::ReadFile(log);
+  if (!text.ok() || text->size() < offset) return out;
+  for (const std::string& line : test_support::SplitLines(text->substr(offset))) {
+    size_t at = line.find("serving for containerd");
+    if (at == std::string::npos) continue;
+    size_t in = line.find(" in ", at);
+    if (in != std::string::npos) out.push_back(std::strtod(line.c_str() + in + 4, nullptr));
+  }
+  return out;
+}
+
+// Seconds since the epoch of a shim log line's leading timestamp
+// ("2026-11-24T03:52:18.422316Z ..."); -1 if it has none.
+inline double LineTime(std::string_view line) {
+  std::tm t{};
+  int usec = 0;
+  if (sscanf(std::string(line.substr(0, 27)).c_str(), "%4d-%2d-%2dT%2d:%2d:%2d.%6dZ", &t.tm_year,
+             &t.tm_mon, &t.tm_mday, &t.tm_hour, &t.tm_min, &t.tm_sec, &usec) != 7)
+    return -1;
+  t.tm_year -= 1900;
+  t.tm_mon -= 1;
+  return static_cast<double>(timegm(&t)) + usec / 1e6;
+}
+
+// For each server death in the shim's log after `offset`: milliseconds from
+// the keeper's "server exited" to its next "server pid N started".
+inline std::vector<double> KeeperRestartGapsMs(const std::string& log, size_t offset) {
+  std::vector<double> out;
+  absl::StatusOr<std::string> text = test_support::ReadFile(log);
+  if (!text.ok() || text->size() < offset) return out;
+  double exited = -1;
+  for (const std::string& line : test_support::SplitLines(text->substr(offset))) {
+    if (Contains(line, "keeper: server exited")) exited = LineTime(line);
+    if (Contains(line, "keeper: server pid") && Contains(line, "started") && exited >= 0) {
+      out.push_back((LineTime(line) - exited) * 1000);
+      exited = -1;
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// ctr.
+
+struct Task {
+  std::string id;
+  pid_t pid = 0;
+  std::string status;
+};
+
+inline std::map<std::string, Task> ParseTasks(const std::string& out) {
+  std::map<std::string, Task> tasks;
+  for (const std::string& line : test_support::SplitLines(out)) {
+    std::vector<std::string> f = test_support::Split(line, ' ');
+    if (f.size() < 3 || f[0] == "TASK") continue;
+    tasks[f[0]] = Task{f[0], static_cast<pid_t>(std::stol(f[1])), f[2]};
+  }
+  return tasks;
+}
+
+inline std::string TasksText(const std::map<std::string, Task>& tasks) {
+  std::string s;
+  for (const auto& [id, t] : tasks) s += fmt::format("{} {} {}\n", id, t.pid, t.status);
+  return s;
+}
+
+// `ctr -n ns tasks ls` (must succeed), keyed by task id.
+inline std::map<std::string, Task> ListTasks(PrivateContainerd& cd, const std::string& ns) {
+  absl::StatusOr<Result> r = cd.Ctr({"-n", ns, "tasks", "ls"});
+  REQUIRE_OK(r);
+  INFO(*r);
+  REQUIRE(r->exit_code == 0);
+  return ParseTasks(r->out);
+}
+
+// ctr (must exit 0); returns stdout.
+inline std::string CtrOk(PrivateContainerd& cd, std::vector<std::string> args,
+                         Clock::duration timeout = 60s) {
+  absl::StatusOr<Result> r = cd.Ctr(std::move(args), timeout);
+  REQUIRE_OK(r);
+  INFO(*r);
+  REQUIRE(r->exit_code == 0);
+  return r->out;
+}
+
+// `ctr -n ns run <flags> --runtime io.containerd.embed.v1 --env PATH=/bin
+//  --rootfs ROOTFS ID CMD...` (--rootfs must be the last flag).
+inline std::vector<std::string> RunArgs(const std::string& ns, std::vector<std::string> flags,
+                                        const std::string& rootfs, const std::string& id,
+                                        std::vector<std::string> cmd) {
+  std::vector<std::string> a = {"-n", ns, "run"};
+  a.insert(a.end(), flags.begin(), flags.end());
+  for (const char* s : {"--runtime", kRuntime, "--env", "PATH=/bin", "--rootfs"}) a.push_back(s);
+  a.push_back(rootfs);
+  a.push_back(id);
+  a.insert(a.end(), cmd.begin(), cmd.end());
+  return a;
+}
+
+// `ctr task rm ID` (must succeed) and the exit status containerd got back
+// in the DeleteResponse: ctr 1.6 exits 0 and only logs
+// "task ID exit with non-zero exit code N" for a status N != 0.
+inline int RemoveTaskStatus(PrivateContainerd& cd, const std::string& ns, const std::string& id) {
+  absl::StatusOr<Result> r = cd.Ctr({"-n", ns, "tasks", "rm", id});
+  REQUIRE_OK(r);
+  INFO(*r);
+  REQUIRE(r->exit_code == 0);
+  constexpr std::string_view kText = "exit with non-zero exit code ";
+  size_t at = r->err.find(kText);
+  if (at == std::string::npos) return 0;
+  return std::atoi(r->err.c_str() + at + kText.size());
+}
+
+// A detached container; returns its task pid (from `ctr task ls`).
+inline pid_t RunDetached(PrivateContainerd& cd, const std::string& ns, const std::string& rootfs,
+                         const std::string& id, std::vector<std::string> cmd) {
+  CtrOk(cd, RunArgs(ns, {"-d"}, rootfs, id, std::move(cmd)));
+  std::map<std::string, Task> tasks = ListTasks(cd, ns);
+  INFO(TasksText(tasks));
+  REQUIRE(tasks.contains(id));
+  REQUIRE(tasks[id].status == "RUNNING");
+  REQUIRE(tasks[id].pid > 0);
+  return tasks[id].pid;
+}
+
+// Polls `ctr task ls` (each call is a full round trip through containerd and
+// the shim, not a sleep) until `pred(tasks)` holds or the deadline passes.
+template <class Pred>
+std::map<std::string, Task> WaitTasks(PrivateContainerd& cd, const std::string& ns,
+                                      Deadline deadline, Pred pred) {
+  std::map<std::string, Task> tasks;
+  for (;;) {
+    absl::StatusOr<Result> r = cd.Ctr({"-n", ns, "tasks", "ls"}, 30s);
+    if (r.ok() && r->exit_code == 0) {
+      tasks = ParseTasks(r->out);
+      if (pred(tasks)) return tasks;
+    }
+    if (Clock::now() >= deadline) return tasks;
+  }
+}
+
+// `ctr events`, running from construction to destruction. Events of every
+// namespace; one line each: "<time> <namespace> <topic> <json>".
+class EventLog {
+ public:
+  explicit EventLog(PrivateContainerd& cd) : cd_(cd) {
+    absl::StatusOr<Subprocess> p = cd.RunCtrAsync({"events"});
+    REQUIRE_OK(p);
+    proc_ = std::move(*p);
+    // Subscribed once an event we cause shows up.
+    const std::string probe = UniqueName("evprobe");
+    absl::StatusOr<Result> r = cd.Ctr({"namespaces", "create", probe});
+    REQUIRE_OK(r);
+    REQUIRE(r->exit_code == 0);
+    REQUIRE_OK(proc_.WaitForOutput(probe, DeadlineIn(30s)));
+    (void)cd.Ctr({"namespaces", "remove", probe});
+  }
+  std::string Text() const { return proc_.out(); }
+
+  struct Exit {
+    std::string ns;
+    std::string container;
+    uint32_t status = 0;
+    std::string line;
+  };
+  // Every /tasks/exit seen so far.
+  std::vector<Exit> Exits() const {
+    std::vector<Exit> out;
+    for (const std::string& line : test_support::SplitLines(Text())) {
+      if (!Contains(line, " /tasks/exit ")) continue;
+      Exit e;
+      e.line = line;
+      size_t topic = line.find(" /tasks/exit ");
+      std::vector<std::string> before = test_support::Split(line.substr(0, topic), ' ');
+      if (!before.empty()) e.ns = before.back();
+      e.container = JsonString(line, "container_id");
+      e.status = static_cast<uint32_t>(JsonNumber(line, "exit_status"));  // omitted when 0
+      out.push_back(std::move(e));
+    }
+    return out;
+  }
+  std::vector<Exit> ExitsOf(const std::string& container) const {
+    std::vector<Exit> out;
+    for (Exit& e : Exits()) {
+      if (e.container == container) out.push_back(std::move(e));
+    }
+    return out;
+  }
+  // Waits until `text` appears in the event stream.
+  absl::Status WaitFor(std::string_view text, Deadline deadline) {
+    return proc_.WaitForOutput(text, deadline);
+  }
+
+ private:
+  static std::string JsonString(const std::string& line, std::string_view key) {
+    std::string k = fmt::format("\"{}\":\"", key);
+    size_t at = line.find(k);
+    if (at == std::string::npos) return "";
+    size_t end = line.find('"', at + k.size());
+    return line.substr(at + k.size(), end - at - k.size());
+  }
+  static long JsonNumber(const std::string& line, std::string_view key) {
+    std::string k = fmt::format("\"{}\":", key);
+    size_t at = line.find(k);
+    if (at == std::string::npos) return 0;
+    return std::strtol(line.c_str() + at + k.size(), nullptr, 10);
+  }
+
+  PrivateContainerd& cd_;
+  Subprocess proc_;
+};
+
+// ---------------------------------------------------------------------------
+// The fixture.
+
+inline std::string CaseLogDir() {
+  const char* base = std::getenv("SURVIVAL_LOG_DIR");
+  std::string name = Catch::getResultCapture().getCurrentTestName();
+  for (char& c : name) {
+    if (!isalnum(static_cast<unsigned char>(c))) c = '_';
+  }
+  if (name.size() > 80) name.resize(80);
+  return fmt::format("{}/{}-{}", base && *base ? base : "/tmp/survival-logs", name, getpid());
+}
+
+class Survival {
+ public:
+  // shim_dir: where containerd finds the shim (and where Servers()/Keepers()
+  // expect its binaries); "" = the build's shim/ directory.
+  static std::unique_ptr<Survival> Start(std::string shim_dir = "") {
+    if (shim_dir.empty()) shim_dir = test_support::DefaultShimDir();
+    PrivateContainerdOptions o;
+    o.extra_path = std::vector<std::string>{shim_dir};
+    absl::StatusOr<std::unique_ptr<PrivateContainerd>> cd = PrivateContainerd::Start(o);
+    REQUIRE_OK(cd);
+    return std::unique_ptr<Survival>(new Survival(std::move(*cd), shim_dir));
+  }
+  ~Survival() {
+    if (CurrentCaseFailed()) SaveLogs();
+    Teardown();
+  }
+  Survival(const Survival&) = delete;
+  Survival& operator=(const Survival&) = delete;
+
+  PrivateContainerd& cd() { return *cd_; }
+  const Instance& instance() const { return instance_; }
+  const std::string& address() const { return cd_->address(); }
+  const std::string& shim_dir() const { return shim_dir_; }
+
+  std::vector<pid_t> servers() const { return Servers(cd_->address(), shim_dir_); }
+  std::vector<pid_t> keepers() const { return Keepers(instance_.dir, shim_dir_); }
+
+  // The one live server (waits up to `timeout` for it: the keeper may be
+  // starting it). REQUIREs exactly one.
+  pid_t TheServer(Clock::duration timeout = 20s) const {
+    Deadline deadline = DeadlineIn(timeout);
+    std::vector<pid_t> s = servers();
+    while (s.size() != 1 && Clock::now() < deadline) {
+      // A new server is being started (fork+exec): wait for the log to
+      // grow (the keeper and the server log as they go), at most 50 ms.
+      (void)WaitForFileText(instance_.log, FileSize(instance_.log),
+                            std::min(deadline, DeadlineIn(50ms)),
+                            [](std::string_view grown) { return !grown.empty(); });
+      s = servers();
+    }
+    INFO("servers of " << cd_->address() << ": " << s.size() << "\nshim log:\n"
+                       << Tail(ShimLog(), 3000));
+    REQUIRE(s.size() == 1);
+    return s[0];
+  }
+  pid_t TheKeeper() const {
+    std::vector<pid_t> k = keepers();
+    INFO("keepers of " << instance_.dir << ": " << k.size());
+    REQUIRE(k.size() == 1);
+    return k[0];
+  }
+
+  // A busybox rootfs of its own under the fixture directory.
+  std::string Rootfs(std::string_view name = "rootfs") {
+    absl::StatusOr<std::string> r = cd_->MakeBusyboxRootfs(name);
+    REQUIRE_OK(r);
+    return *r;
+  }
+  std::string Bundle(const std::string& ns, const std::string& id) const {
+    return fmt::format("{}/io.containerd.runtime.v2.task/{}/{}", cd_->state(), ns, id);
+  }
+  std::string ShimLog() const {
+    absl::StatusOr<std::string> s = test_support::ReadFile(instance_.log);
+    return s.ok() ? *s : std::string("(no shim log at " + instance_.log + ")");
+  }
+  std::string Logs() const {
+    return fmt::format("--- shim.log (tail) ---\n{}\n--- containerd.log (tail) ---\n{}\n",
+                       Tail(ShimLog(), 5000), Tail(cd_->Log(), 5000));
+  }
+
+  // What containerd's log shows if it ever took our shim for dead; "" if
+  // nothing. Two signs:
+  // - "shim disconnected" before the first TaskDelete: containerd logs it
+  //   for every connection it closes, also after a normal delete, so only
+  //   one before any delete is a lost connection;
+  // - a TaskExit that containerd made up itself ("event published"; the
+  //   shim's own are "event forwarded"): it does that for a task it still
+  //   had when the shim went away.
+  std::string ShimDeathSigns() const {
+    std::string out;
+    bool deleted = false;
+    for (const std::string& line : test_support::SplitLines(cd_->Log())) {
+      if (Contains(line, "topic=/tasks/delete")) deleted = true;
+      if (!deleted && Contains(line, "shim disconnected")) out += line + "\n";
+      if (Contains(line, "msg=\"event published\"") && Contains(line, "topic=/tasks/exit"))
+        out += line + "\n";
+    }
+    return out;
+  }
+
+  // SIGKILLs the server `pid` and waits until it is gone.
+  void KillServer(pid_t pid) {
+    base::UniqueFd fd = OpenPidfd(pid);
+    REQUIRE(fd.valid());
+    REQUIRE(SendSignal(fd, SIGKILL));
+    REQUIRE(WaitExited(fd, DeadlineIn(10s)));
+  }
+  // Kills the current server and waits until a new one serves; returns it.
+  pid_t KillServerAndWaitServing(Clock::duration timeout = 30s) {
+    pid_t old = TheServer();
+    // Measured before the kill: any "serving" line after it from another pid
+    // is a server started after the kill.
+    size_t offset = FileSize(instance_.log);
+    KillServer(old);
+    absl::StatusOr<pid_t> next = WaitServing(instance_.log, offset, old, DeadlineIn(timeout));
+    INFO(Logs());
+    REQUIRE_OK(next);
+    REQUIRE(*next != old);
+    return *next;
+  }
+
+  void SaveLogs() {
+    std::string dir = CaseLogDir();
+    if (!test_support::MakeDirs(dir).ok()) return;
+    (void)test_support::WriteFile(dir + "/containerd.log", cd_ ? cd_->Log() : "");
+    (void)test_support::WriteFile(dir + "/shim.log", ShimLog());
+    fmt::print(stderr, "survival: logs of the failed case kept in {}\n", dir);
+  }
+
+  // Lets stopped keepers go on, deletes all tasks and containers (the shim
+  // then leaves by itself), stops containerd, removes what a killed shim
+  // left behind.
+  void Teardown() {
+    if (!cd_) return;
+    for (pid_t k : keepers()) kill(k, SIGCONT);
+    if (cd_->running()) {
+      std::vector<base::UniqueFd> pidfds;
+      for (pid_t p : servers()) pidfds.push_back(OpenPidfd(p));
+      for (pid_t p : keepers()) pidfds.push_back(OpenPidfd(p));
+      auto lines = [&](std::vector<std::string> args) {
+        absl::StatusOr<Result> r = cd_->Ctr(std::move(args), 30s);
+        return r.ok() && r->exit_code == 0 ? test_support::SplitLines(r->out)
+                                           : std::vector<std::string>{};
+      };
+      namespaces_ = lines({"namespaces", "ls", "-q"});
+      for (const std::string& ns : namespaces_) {
+        std::vector<std::string> tasks = lines({"-n", ns, "tasks", "ls", "-q"});
+        for (const std::string& id : tasks)
+          (void)cd_->Ctr({"-n", ns, "tasks", "kill", "-a", "-s", "SIGKILL", id}, 30s);
+        if (!tasks.empty()) {
+          std::vector<std::string> args = {"-n", ns, "tasks", "rm", "-f"};
+          args.insert(args.end(), tasks.begin(), tasks.end());
+          (void)cd_->Ctr(args, 60s);
+        }
+        std::vector<std::string> containers = lines({"-n", ns, "containers", "ls", "-q"});
+        if (!containers.empty()) {
+          std::vector<std::string> args = {"-n", ns, "containers", "rm"};
+          args.insert(args.end(), containers.begin(), containers.end());
+          (void)cd_->Ctr(args, 60s);
+        }
+      }
+      Deadline deadline = DeadlineIn(10s);
+      for (const base::UniqueFd& fd : pidfds) {
+        if (fd && !WaitExited(fd, deadline))
+          fmt::print(stderr, "survival teardown: a shim process did not exit by itself\n");
+      }
+    }
+    absl::Status st = cd_->Shutdown();
+    if (!st.ok()) fmt::print(stderr, "survival teardown: {}\n", st.ToString());
+    cd_.reset();
+    for (const std::string& ns : namespaces_) {
+      if (ns != "default") (void)rmdir(("/run/containerd/runc/" + ns).c_str());
+    }
+    for (const std::string& leftover : {instance_.dir, instance_.pins}) {
+      if (PathExists(leftover)) {
+        if (absl::Status s = test_support::RemoveTree(leftover); !s.ok())
+          fmt::print(stderr, "survival teardown: removing {}: {}\n", leftover, s.ToString());
+      }
+    }
+  }
+
+ private:
+  Survival(std::unique_ptr<PrivateContainerd> cd, std::string shim_dir)
+      : cd_(std::move(cd)), instance_(InstanceFor(cd_->address())),
+        shim_dir_(std::move(shim_dir)) {}
+
+  std::unique_ptr<PrivateContainerd> cd_;
+  Instance instance_;
+  std::string shim_dir_;
+  std::vector<std::string> namespaces_;
+};
+
+}  // namespace survival
