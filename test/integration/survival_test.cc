@@ -312,7 +312,7 @@ TEST_CASE("survival: ten server SIGKILLs under load lose no task and fail no req
   }
 
   // --- the containers.
-  const std::string shim_log_at_end = s->ShimLog();
+  const size_t cd_checkpoint = s->CdLogSize();  // nothing deleted before this
   std::map<std::string, Task> after = WaitTasks(s->cd(), ns, DeadlineIn(60s), [&](auto& tasks) {
     for (const std::string& id : victims)
       if (!tasks.contains(id) || tasks.at(id).status != "STOPPED") return false;
@@ -341,7 +341,7 @@ TEST_CASE("survival: ten server SIGKILLs under load lose no task and fail no req
   CHECK(after.size() == static_cast<size_t>(kSleepers + kToKill + kToRun));
 
   // --- containerd never noticed, and the keeper is the one it was.
-  CHECK(s->ShimDeathSigns() == "");
+  CHECK(s->ShimDeathSigns(cd_checkpoint) == "");
   CHECK(s->TheKeeper() == keeper);
   const pid_t last = s->TheServer();
   CHECK(last != first_server);
@@ -406,6 +406,7 @@ TEST_CASE("survival: an exit while no server runs is reported once, with its sta
                           DeadlineIn(30s)));
   // Delete answers with the status too; its /tasks/delete event comes after
   // any exit event the shim would (wrongly) publish again.
+  const size_t cd_checkpoint = s->CdLogSize();  // nothing deleted before this
   CHECK(RemoveTaskStatus(s->cd(), ns, id) == 42);
   CHECK_OK(events.WaitFor(fmt::format("/tasks/delete {{\"container_id\":\"{}\"", id),
                           DeadlineIn(30s)));
@@ -413,7 +414,7 @@ TEST_CASE("survival: an exit while no server runs is reported once, with its sta
   REQUIRE(exits.size() == 1);
   CHECK(exits[0].status == 42);
   CHECK(exits[0].ns == ns);
-  CHECK(s->ShimDeathSigns() == "");
+  CHECK(s->ShimDeathSigns(cd_checkpoint) == "");
   CHECK(s->TheKeeper() == keeper);
 }
 
@@ -435,13 +436,14 @@ TEST_CASE("survival: a foreground ctr run waiting across server kills exits with
   CHECK(run->running());
   // ...and one where the container exits while the next server starts.
   s->KillServer(s->TheServer());
+  const size_t cd_checkpoint = s->CdLogSize();  // ctr deletes the task after the exit
   REQUIRE_OK(test_support::WriteFile(rootfs + "/go", "go"));
 
   absl::StatusOr<test_support::ExitStatus> st = run->Wait(DeadlineIn(60s));
   INFO("ctr run: out '" << run->out() << "' err '" << run->err() << "'\n" << s->Logs());
   REQUIRE_OK(st);
   CHECK(st->ShellCode() == 42);
-  CHECK(s->ShimDeathSigns() == "");
+  CHECK(s->ShimDeathSigns(cd_checkpoint) == "");
 }
 
 TEST_CASE("survival: output through a foreground ctr run has no gap and no duplicate across "
@@ -464,6 +466,7 @@ TEST_CASE("survival: output through a foreground ctr run has no gap and no dupli
     REQUIRE_OK(run->WaitForOutput(fmt::format("\n{}\n", k * 3000), DeadlineIn(120s)));
     s->KillServerAndWaitServing();
   }
+  const size_t cd_checkpoint = s->CdLogSize();  // ctr deletes the task after the exit
   absl::StatusOr<test_support::ExitStatus> st = run->Wait(DeadlineIn(300s));
   const std::string out = run->out();
   INFO("ctr run: " << (st.ok() ? st->ToString() : st.status().ToString()) << " err '"
@@ -485,5 +488,5 @@ TEST_CASE("survival: output through a foreground ctr run has no gap and no dupli
   INFO(first_problem << "\noutput size " << out.size() << ", lines " << lines.size());
   CHECK(first_problem.empty());
   CHECK(lines.size() == static_cast<size_t>(kLines));
-  CHECK(s->ShimDeathSigns() == "");
+  CHECK(s->ShimDeathSigns(cd_checkpoint) == "");
 }

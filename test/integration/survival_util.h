@@ -606,23 +606,28 @@ class Survival {
 
   // What containerd's log shows if it ever took our shim for dead; "" if
   // nothing. Two signs:
-  // - "shim disconnected" before the first TaskDelete: containerd logs it
-  //   for every connection it closes, also after a normal delete, so only
-  //   one before any delete is a lost connection;
   // - a TaskExit that containerd made up itself ("event published"; the
-  //   shim's own are "event forwarded"): it does that for a task it still
-  //   had when the shim went away.
-  std::string ShimDeathSigns() const {
+  //   shim's own are "event forwarded"): on a lost connection containerd
+  //   runs `delete` and publishes TaskExit for a task it still had
+  //   (runtime/v2 cleanupAfterDeadShim). After a normal delete the task is
+  //   gone from its list first, so this never shows up then;
+  // - "shim disconnected" within the first `disconnects_until` bytes of the
+  //   log (CdLogSize() taken before the test deletes anything): containerd
+  //   logs it for every connection that closes, also after a normal
+  //   delete, so only a checkpoint tells the two apart.
+  std::string ShimDeathSigns(size_t disconnects_until = 0) const {
     std::string out;
-    bool deleted = false;
-    for (const std::string& line : test_support::SplitLines(cd_->Log())) {
-      if (Contains(line, "topic=/tasks/delete")) deleted = true;
-      if (!deleted && Contains(line, "shim disconnected")) out += line + "\n";
+    std::string log = cd_->Log();
+    size_t pos = 0;
+    for (const std::string& line : test_support::SplitLines(log)) {
+      pos = log.find(line, pos);
+      if (pos < disconnects_until && Contains(line, "shim disconnected")) out += line + "\n";
       if (Contains(line, "msg=\"event published\"") && Contains(line, "topic=/tasks/exit"))
         out += line + "\n";
     }
     return out;
   }
+  size_t CdLogSize() const { return FileSize(cd_->log_path()); }
 
   // SIGKILLs the server `pid` and waits until it is gone.
   void KillServer(pid_t pid) {
