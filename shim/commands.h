@@ -13,4 +13,11 @@ int RunStart(const Flags& flags);
 // DeleteResponse for (namespace, id) with the container's real exit status.
 int RunDelete(const Flags& flags);
 
+// What the running shim serves (-json for scripts).
+int RunPs(const Flags& flags);
+
+// Makes the running shim continue on the installed binaries: the keeper
+// re-executes itself keeping every connection, then starts a new server.
+int RunUpgrade(const Flags& flags);
+
 }  // namespace shim

@@ -14,7 +14,7 @@
 
 #include "base/absl_fmt.h"
 #include "bpf/exit_monitor.h"
-#include "google/protobuf/wrappers.pb.h"
+#include "shim/admin_service.h"
 #include "shim/event_publisher.h"
 #include "shim/instance_lock.h"
 #include "shim/keeper_link.h"
@@ -122,18 +122,8 @@ int RunDaemon(const Flags& flags) {
     LogInfo("serving namespace {} on {}", ns, path);
     return "unix://" + path;
   };
-  // `start` asks a running shim for a namespace's socket.
-  server->Register("embedshim.v1.Admin", "ServeNamespace",
-                   [&](ttrpc::RequestContext, std::string payload, ttrpc::Responder r) {
-                     google::protobuf::StringValue ns;
-                     if (!ns.ParseFromString(payload))
-                       return r.Reply(absl::InvalidArgumentError("want a StringValue"));
-                     auto address = serve_namespace(ns.value());
-                     if (!address.ok()) return r.Reply(address.status());
-                     google::protobuf::StringValue out;
-                     out.set_value(*address);
-                     r.Reply(out.SerializeAsString());
-                   });
+  AdminService admin(service, **monitor, events, keeper, *server, serve_namespace);
+  admin.RegisterOn(*server);
   std::vector<std::string> namespaces = service.Namespaces();
   if (!flags.namespace_.empty()) namespaces.push_back(flags.namespace_);
   for (const auto& ns : namespaces) {

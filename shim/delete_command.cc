@@ -15,6 +15,7 @@
 #include "base/absl_fmt.h"
 #include "bpf/exit_monitor.h"
 #include "bpf/pidfd.h"
+#include "google/protobuf/empty.pb.h"
 #include "shim.pb.h"
 #include "shim/commands.h"
 #include "shim/oci/mount.h"
@@ -64,7 +65,12 @@ absl::StatusOr<task::DeleteResponse> DeleteThroughDaemon(const InstancePaths& pa
   if (!waited.ok()) return waited.status();
   task::DeleteRequest del;
   del.set_id(id);
-  return (*client)->Call<task::DeleteResponse>(svc, "Delete", del, opts);
+  auto deleted = (*client)->Call<task::DeleteResponse>(svc, "Delete", del, opts);
+  // As containerd does after a Delete: the shim leaves if it serves nothing.
+  task::ShutdownRequest shutdown;
+  shutdown.set_id(id);
+  (void)(*client)->Call<google::protobuf::Empty>(svc, "Shutdown", shutdown, opts);
+  return deleted;
 }
 
 // By hand, from the record: the daemon is gone.

@@ -93,6 +93,10 @@ void KeeperLink::Drop(const std::string& name) {
 
 void KeeperLink::Ready() { Send({MsgType::kReady, 0, 0, {}, {}, {}}); }
 
+void KeeperLink::Upgrade() {
+  loop_.Post([this] { Send({MsgType::kUpgrade, 0, 0, {}, {}, {}}); });
+}
+
 void KeeperLink::ShutdownAndWait() {
   loop_.Remove(channel_.get());
   Send({MsgType::kShutdown, 0, 0, {}, {}, {}});

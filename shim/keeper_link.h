@@ -29,6 +29,9 @@ class KeeperLink {
   void Keep(const std::string& name, base::UniqueFd fd);
   void Drop(const std::string& name);
   void Ready();
+  // Asks the keeper to re-exec itself and restart the server from the
+  // installed binary. Sent after whatever this loop turn still sends.
+  void Upgrade();
   // Asks the keeper to close its listeners and leave; returns once it has
   // (channel EOF) or after a few seconds.
   void ShutdownAndWait();

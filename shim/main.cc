@@ -26,12 +26,15 @@ Actions run by containerd:
             DeleteResponse with the container's real exit status
 
 Actions for users:
-  ps        list what the running shim serves (not implemented yet)
-  upgrade   make the running shim continue on the installed binary (not implemented yet)
+  ps        list what the running shim serves: containers, pids, exit statuses,
+            and the shim's own processes and exit monitor (-json for scripts)
+  upgrade   make the running shim continue on the binaries now installed,
+            keeping every container, connection, fifo and exit
 
 Flags (containerd passes them Go-style, with one dash):
   -namespace NS        the container's namespace
   -address PATH        containerd's gRPC socket; names the shim instance
+                       (ps and upgrade default to /run/containerd/containerd.sock)
   -publish-binary BIN  accepted, unused (events go over $TTRPC_ADDRESS)
   -id ID               the container id
   -bundle DIR          the container's bundle (delete)
@@ -40,8 +43,12 @@ Flags (containerd passes them Go-style, with one dash):
   -h, --help           this text
   -v, --version        the version
 
-Files: /run/containerd-embed/<instance>/{{shim.sock,shim.log,state/}}, and the exit
-monitor's pins in /sys/fs/bpf/containerd-embed/<instance>/.
+Processes: containerd-shim-embed-v1-keeper holds the sockets and connections;
+`containerd-shim-embed-v1 ... serve` (the server) does the rest and may be
+restarted or upgraded without containerd noticing.
+
+Files: /run/containerd-embed/<instance>/{{shim.sock,ns-*.sock,shim.log,state/,events/}},
+and the exit monitor's pins in /sys/fs/bpf/containerd-embed/<instance>/.
 )";
 
 }  // namespace
@@ -65,10 +72,8 @@ int main(int argc, char** argv) {
   if (action == "start") return shim::RunStart(*flags);
   if (action == "delete") return shim::RunDelete(*flags);
   if (action == "serve") return shim::RunDaemon(*flags);
-  if (action == "ps" || action == "upgrade") {
-    fmt::print(stderr, "containerd-shim-embed-v1: {} is not implemented yet\n", action);
-    return 2;
-  }
+  if (action == "ps") return shim::RunPs(*flags);
+  if (action == "upgrade") return shim::RunUpgrade(*flags);
   if (action.empty()) {
     fmt::print(stderr, "containerd-shim-embed-v1: no action given (see --help)\n");
   } else {

@@ -12,7 +12,7 @@
 
 #include "base/absl_fmt.h"
 #include "base/errno_status.h"
-#include "google/protobuf/wrappers.pb.h"
+#include "shim/admin.pb.h"
 #include "shim/commands.h"
 #include "shim/instance_lock.h"
 #include "shim/paths.h"
@@ -88,14 +88,25 @@ absl::Status SpawnDaemon(const Flags& flags, const InstancePaths& paths) {
 absl::StatusOr<std::string> ServeNamespace(const InstancePaths& paths, const std::string& ns) {
   auto client = ttrpc::BlockingClient::Connect(paths.socket);
   if (!client.ok()) return client.status();
-  google::protobuf::StringValue req;
-  req.set_value(ns);
+  embedshim::ServeNamespaceRequest req;
+  req.set_namespace_(ns);
   ttrpc::CallOptions opts;
   opts.timeout = absl::Seconds(10);
-  auto resp = (*client)->Call<google::protobuf::StringValue>(
+  auto resp = (*client)->Call<embedshim::ServeNamespaceResponse>(
       "embedshim.v1.Admin", "ServeNamespace", req, opts);
   if (!resp.ok()) return resp.status();
-  return resp->value();
+  return resp->address();
+}
+
+// Replaces ./address atomically, as runc-v2 does.
+absl::Status WriteAddressFile(const std::string& address) {
+  base::UniqueFd fd(open(".address", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!fd) return base::ErrnoStatus("open .address");
+  if (write(fd.get(), address.data(), address.size()) != static_cast<ssize_t>(address.size()))
+    return base::ErrnoStatus("write .address");
+  fd.Reset();
+  if (rename(".address", "address") != 0) return base::ErrnoStatus("rename .address");
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -130,6 +141,12 @@ int RunStart(const Flags& flags) {
       address = *served;
     }
   } else if (absl::Status st = SpawnDaemon(flags, paths); !st.ok()) {
+    fmt::print(stderr, "start: {}\n", st);
+    return 1;
+  }
+  // containerd 1.6 reloads a task after its own restart from the bundle's
+  // `address` file (read without trimming: no newline). cwd is the bundle.
+  if (absl::Status st = WriteAddressFile(address); !st.ok()) {
     fmt::print(stderr, "start: {}\n", st);
     return 1;
   }

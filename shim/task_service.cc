@@ -1,5 +1,6 @@
 #include "shim/task_service.h"
 
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -412,6 +413,31 @@ void TaskService::OnExit(const bpf::ExitRecord& exit) {
     (void)monitor_.Forget(exit.pid);
     return;
   }
+  // The tracepoint fires in do_exit. A pid-namespace init is only done once
+  // the kernel has killed and reaped the rest of its namespace, and until
+  // then `runc delete` refuses ("not stopped"). Its pidfd turns readable at
+  // that point: report the exit then.
+  if (waiting_reap_.contains(exit.pid)) return;  // a repeated report
+  auto pidfd = bpf::PidfdOpen(exit.pid);
+  auto start = bpf::ReadStartBoottime(exit.pid);
+  if (pidfd.ok() && start.ok() && bpf::SameStart(*start, c->second->record.start_boottime())) {
+    int fd = pidfd->get();
+    waiting_reap_[exit.pid] = std::move(*pidfd);
+    (void)loop_.Add(fd, EPOLLIN, [this, fd, exit](uint32_t) {
+      loop_.Remove(fd);
+      waiting_reap_.erase(exit.pid);
+      OnReaped(exit);
+    });
+    return;
+  }
+  OnReaped(exit);  // already gone
+}
+
+void TaskService::OnReaped(const bpf::ExitRecord& exit) {
+  auto it = by_pid_.find(exit.pid);
+  if (it == by_pid_.end()) return;
+  auto c = containers_.find(it->second);
+  if (c == containers_.end()) return;
   if (c->second->starting) {
     c->second->exit_during_start = exit;
     return;
@@ -603,6 +629,35 @@ void TaskService::CloseIO(Call call) {
 
 void TaskService::MaybeIdle() {
   if (shutdown_requested_ && containers_.empty() && on_idle_) on_idle_();
+}
+
+std::vector<embedshim::ContainerStatus> TaskService::Snapshot() const {
+  std::vector<embedshim::ContainerStatus> out;
+  for (const auto& [key, c] : containers_) {
+    embedshim::ContainerStatus s;
+    s.set_namespace_(c->ns());
+    s.set_id(c->id());
+    s.set_pid(c->record.pid());
+    s.set_status(std::string(Name(c->state)));
+    s.set_exit_status(c->record.exit_status());
+    s.set_created_at_unix_nano(c->record.created_at_unix_nano());
+    s.set_exited_at_unix_nano(c->record.exited_at_unix_nano());
+    auto same = bpf::IsSameLiveProcess(static_cast<pid_t>(c->record.pid()),
+                                       c->record.start_boottime());
+    if (!same.ok() || !*same) {
+      s.set_pid_check(kill(static_cast<pid_t>(c->record.pid()), 0) == 0 &&
+                              c->state != ProcessState::kStopped
+                          ? "reused"
+                          : "exited");
+    } else {
+      s.set_pid_check("same");
+    }
+    out.push_back(std::move(s));
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.namespace_(), a.id()) < std::tie(b.namespace_(), b.id());
+  });
+  return out;
 }
 
 std::vector<std::string> TaskService::Namespaces() const {

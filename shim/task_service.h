@@ -11,6 +11,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "bpf/exit_monitor.h"
 #include "shim.pb.h"
+#include "shim/admin.pb.h"
 #include "shim/container.h"
 #include "shim/event_publisher.h"
 #include "shim/state_store.h"
@@ -44,6 +45,8 @@ class TaskService {
   // Called when Shutdown was asked for and no container is left.
   void SetOnIdle(std::function<void()> on_idle) { on_idle_ = std::move(on_idle); }
   size_t container_count() const { return containers_.size(); }
+  // Every container as `ps` shows it.
+  std::vector<embedshim::ContainerStatus> Snapshot() const;
   // The namespaces that have containers.
   std::vector<std::string> Namespaces() const;
   bool shutdown_requested() const { return shutdown_requested_; }
@@ -66,6 +69,8 @@ class TaskService {
   // The container a request names, or the error to answer with.
   absl::StatusOr<Container*> Find(const std::string& ns, const std::string& id,
                                   const std::string& exec_id);
+  // After the exited process's pidfd turned readable (see OnExit).
+  void OnReaped(const bpf::ExitRecord& exit);
   void ApplyExit(Container& c, const bpf::ExitRecord& exit);
   void MarkStarted(Container& c);
   void AddTombstone(const embedshim::ContainerRecord& record);
@@ -83,6 +88,8 @@ class TaskService {
   bpf::ExitMonitor& monitor_;
   absl::flat_hash_map<Key, std::unique_ptr<Container>> containers_;
   absl::flat_hash_map<pid_t, Key> by_pid_;  // tracked init pids
+  // Exited inits whose pidfd is not readable yet (see OnExit).
+  absl::flat_hash_map<pid_t, base::UniqueFd> waiting_reap_;
   // Deleted containers' last records, for replayed Deletes.
   absl::flat_hash_map<Key, embedshim::ContainerRecord> tombstones_;
   static constexpr absl::Duration kTombstoneLife = absl::Minutes(2);

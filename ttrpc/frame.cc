@@ -42,6 +42,13 @@ std::string EncodeFrame(uint32_t stream_id, MessageType type, std::string_view p
   return out;
 }
 
+std::string FrameDecoder::Buffered() const {
+  if (!header_done_) return std::string(header_, have_);
+  char header[kHeaderSize];
+  EncodeHeader(current_.header, header);
+  return std::string(header, kHeaderSize) + current_.payload;
+}
+
 void FrameDecoder::Feed(std::string_view bytes) {
   while (!bytes.empty()) {
     if (skip_ > 0) {

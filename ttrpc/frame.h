@@ -62,6 +62,10 @@ class FrameDecoder {
   }
   // True while a frame has been started but not finished.
   bool Partial() const { return have_ > 0 || skip_ > 0 || header_done_; }
+  // The bytes of a started, unfinished frame, as they arrived: feeding them
+  // to a fresh decoder continues where this one stopped (the keeper hands
+  // them to its next incarnation). Not for a frame being skipped.
+  std::string Buffered() const;
 
  private:
   uint32_t max_;

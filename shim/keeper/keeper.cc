@@ -1,6 +1,8 @@
 #include "shim/keeper/keeper.h"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -8,6 +10,7 @@
 
 #include <csignal>
 #include <cstring>
+#include <sstream>
 
 #include "base/absl_fmt.h"
 #include "shim/log.h"
@@ -245,6 +248,7 @@ void Keeper::OnServerExit() {
   server_pidfd_.Reset();
   channel_.Reset();
   server_pid_ = -1;
+  if (upgrading_) return;
   if (shutting_down_) {
     loop_.Stop();
     return;
@@ -311,6 +315,9 @@ void Keeper::OnServerMsg(Msg msg) {
         config_.ready_fd = -1;
       }
       return;
+    case MsgType::kUpgrade:
+      loop_.Post([this] { Upgrade(); });  // after this batch of messages
+      return;
     case MsgType::kShutdown:
       // The server holds the start lock and removes the rest once we are gone.
       shutting_down_ = true;
@@ -324,6 +331,137 @@ void Keeper::OnServerMsg(Msg msg) {
     default:
       LogWarn("keeper: unexpected message {} from the server", static_cast<int>(msg.type));
   }
+}
+
+namespace {
+
+std::string Hex(std::string_view bytes) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2 + 1);
+  for (unsigned char c : bytes) {
+    out.push_back(digits[c >> 4]);
+    out.push_back(digits[c & 15]);
+  }
+  return out.empty() ? "-" : out;
+}
+
+std::string Unhex(const std::string& hex) {
+  if (hex == "-") return "";
+  std::string out;
+  for (size_t i = 0; i + 1 < hex.size(); i += 2)
+    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+  return out;
+}
+
+std::string Word(const std::string& s) { return s.empty() ? "-" : s; }
+std::string Unword(const std::string& s) { return s == "-" ? "" : s; }
+
+int KeepAcrossExec(int fd) {
+  fcntl(fd, F_SETFD, 0);
+  return fd;
+}
+
+}  // namespace
+
+void Keeper::StopServerAndWait() {
+  if (server_pid_ <= 0) return;
+  kill(server_pid_, SIGTERM);  // it finishes its runc calls and leaves
+  pollfd p{server_pidfd_.get(), POLLIN, 0};
+  if (poll(&p, 1, 10000) <= 0) kill(server_pid_, SIGKILL);
+  upgrading_ = true;  // no respawn from OnServerExit
+  OnServerExit();
+  upgrading_ = false;
+}
+
+void Keeper::Upgrade() {
+  LogInfo("keeper: upgrading: stopping the server, re-executing {}", config_.self_argv[0]);
+  StopServerAndWait();
+  // One line per thing we hold; fds stay open across execve.
+  std::string state = fmt::format("next {} {}\n", next_conn_, next_seq_);
+  for (auto& l : listeners_)
+    state += fmt::format("listener {} {} {}\n", KeepAcrossExec(l->fd.get()), Word(l->label),
+                         Word(l->path));
+  for (auto& [id, c] : conns_)
+    state += fmt::format("conn {} {} {} {} {} {} {}\n", KeepAcrossExec(c.fd.get()), id,
+                         c.peer.uid, c.peer.pid, Word(c.label), Hex(c.out),
+                         Hex(c.decoder.Buffered()));
+  for (auto& [seq, p] : pending_)
+    state += fmt::format("pending {} {} {} {}\n", seq, p.conn, p.stream, Hex(p.frame));
+  for (auto& [name, fd] : kept_)
+    state += fmt::format("kept {} {}\n", KeepAcrossExec(fd.get()), name);
+  int mfd = memfd_create("keeper-state", 0);
+  if (mfd < 0 || write(mfd, state.data(), state.size()) != static_cast<ssize_t>(state.size())) {
+    LogError("keeper: upgrade: cannot write the state ({}); going on as before",
+             std::strerror(errno));
+    SpawnServer();
+    return;
+  }
+  lseek(mfd, 0, SEEK_SET);
+  setenv("EMBED_SHIM_KEEPER_RESUME", std::to_string(mfd).c_str(), 1);
+  std::vector<char*> argv;
+  for (auto& a : config_.self_argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  execv(argv[0], argv.data());
+  LogError("keeper: upgrade: exec {}: {}; going on as before", argv[0], std::strerror(errno));
+  unsetenv("EMBED_SHIM_KEEPER_RESUME");
+  close(mfd);
+  SpawnServer();
+}
+
+absl::Status Keeper::Resume(int state_fd) {
+  std::string state;
+  char buf[65536];
+  for (ssize_t n; (n = read(state_fd, buf, sizeof buf)) > 0;) state.append(buf, static_cast<size_t>(n));
+  close(state_fd);
+  std::istringstream in(state);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream f(line);
+    std::string kind;
+    f >> kind;
+    if (kind == "next") {
+      f >> next_conn_ >> next_seq_;
+    } else if (kind == "listener") {
+      int fd;
+      std::string label, path;
+      f >> fd >> label >> path;
+      fcntl(fd, F_SETFD, FD_CLOEXEC);
+      if (absl::Status st = AddListener(base::UniqueFd(fd), Unword(label)); !st.ok()) return st;
+    } else if (kind == "conn") {
+      int fd;
+      uint64_t id;
+      std::string label, out, partial;
+      Conn c;
+      f >> fd >> id >> c.peer.uid >> c.peer.pid >> label >> out >> partial;
+      fcntl(fd, F_SETFD, FD_CLOEXEC);
+      c.id = id;
+      c.fd.Reset(fd);
+      c.label = Unword(label);
+      c.out = Unhex(out);
+      c.decoder.Feed(Unhex(partial));
+      conns_[id] = std::move(c);
+      (void)loop_.Add(fd, EPOLLIN | EPOLLRDHUP | (conns_[id].out.empty() ? 0 : EPOLLOUT),
+                      [this, id](uint32_t ev) { OnConn(id, ev); });
+    } else if (kind == "pending") {
+      uint64_t seq, conn;
+      uint32_t stream;
+      std::string frame;
+      f >> seq >> conn >> stream >> frame;
+      pending_[seq] = Pending{conn, stream, Unhex(frame)};
+      pending_index_[conn][stream] = seq;
+    } else if (kind == "kept") {
+      int fd;
+      std::string name;
+      f >> fd >> name;
+      fcntl(fd, F_SETFD, FD_CLOEXEC);
+      kept_[name] = base::UniqueFd(fd);
+    }
+  }
+  LogInfo("keeper: resumed after upgrade: {} listeners, {} connections, {} pending, {} kept fds",
+          listeners_.size(), conns_.size(), pending_.size(), kept_.size());
+  SpawnServer();
+  return absl::OkStatus();
 }
 
 }  // namespace keeper

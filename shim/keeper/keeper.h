@@ -28,6 +28,7 @@
 namespace keeper {
 
 struct Config {
+  std::vector<std::string> self_argv;    // to re-exec the keeper (upgrade)
   std::string socket_path;               // the main socket, created here
   std::vector<std::string> server_argv;  // how to start a server
   int ready_fd = -1;                     // written once the first server serves
@@ -37,6 +38,9 @@ class Keeper {
  public:
   Keeper(ttrpc::EventLoop& loop, Config config);
   absl::Status Start();
+  // Continues from a state an earlier keeper handed over through `state_fd`
+  // (see Upgrade), instead of Start().
+  absl::Status Resume(int state_fd);
   // Stops the server and leaves (SIGTERM): containers keep running.
   void Stop();
 
@@ -73,6 +77,11 @@ class Keeper {
   void OnChannel();
   void OnServerMsg(Msg msg);
   void ToServer(Msg msg);
+  // Stops the server, writes every fd and buffer into a memfd and re-execs
+  // the keeper binary now installed; the new one Resume()s and starts a
+  // server from the new binary. Connections never notice.
+  void Upgrade();
+  void StopServerAndWait();
 
   ttrpc::EventLoop& loop_;
   Config config_;
@@ -92,6 +101,7 @@ class Keeper {
   int quick_deaths_ = 0;  // servers that died soon after starting, in a row
   absl::Time server_started_;
   bool shutting_down_ = false;
+  bool upgrading_ = false;
 };
 
 }  // namespace keeper

@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   keeper::Config config;
+  config.self_argv.assign(argv, argv + argc);
   config.socket_path = argv[1];
   shim::Log::Init(argv[2], false);
   for (int i = 4; i < argc; ++i) config.server_argv.push_back(argv[i]);
@@ -52,7 +53,15 @@ int main(int argc, char** argv) {
     shim::LogInfo("keeper: stopping on a signal; containers keep running");
     k.Stop();
   });
-  if (absl::Status st = k.Start(); !st.ok()) {
+  absl::Status st;
+  if (const char* resume = std::getenv("EMBED_SHIM_KEEPER_RESUME")) {
+    int fd = std::atoi(resume);
+    unsetenv("EMBED_SHIM_KEEPER_RESUME");
+    st = k.Resume(fd);
+  } else {
+    st = k.Start();
+  }
+  if (!st.ok()) {
     shim::LogError("keeper: {}", st);
     return 1;
   }

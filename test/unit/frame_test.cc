@@ -91,3 +91,19 @@ TEST_CASE("an oversized frame is reported as soon as its header arrives") {
   d.Feed(std::string_view(f).substr(kHeaderSize));
   CHECK_FALSE(d.Partial());
 }
+
+TEST_CASE("a decoder's buffered bytes continue in a fresh decoder") {
+  std::string f = EncodeFrame(11, MessageType::kRequest, "handed over");
+  for (size_t cut : {size_t{3}, kHeaderSize, kHeaderSize + 4}) {
+    FrameDecoder first;
+    first.Feed(std::string_view(f).substr(0, cut));
+    REQUIRE_FALSE(first.Next().has_value());
+    FrameDecoder second;
+    second.Feed(first.Buffered());
+    second.Feed(std::string_view(f).substr(cut));
+    auto frame = second.Next();
+    REQUIRE(frame.has_value());
+    CHECK(frame->header.stream_id == 11);
+    CHECK(frame->payload == "handed over");
+  }
+}
