@@ -83,7 +83,16 @@ absl::Status SendMsg(int sock, const Msg& msg) {
 }
 
 absl::StatusOr<std::optional<Msg>> RecvMsg(int sock) {
-  static thread_local std::vector<char> buf(kMaxMsgSize);
+  // Peek at the datagram's size first (no control buffer, so no fd is taken
+  // twice) and allocate only that: a 4 MiB buffer per process would be most
+  // of the shim's memory.
+  ssize_t size;
+  do {
+    size = recv(sock, nullptr, 0, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
+  } while (size < 0 && errno == EINTR);
+  if (size < 0 && errno == EAGAIN) return std::nullopt;
+  if (size < 0) return base::ErrnoStatus("channel recv");
+  std::string buf(static_cast<size_t>(size) + 1, '\0');  // +1: never a zero-length iov
   iovec iov{buf.data(), buf.size()};
   msghdr mh{};
   mh.msg_iov = &iov;
