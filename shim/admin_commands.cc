@@ -8,6 +8,7 @@
 #include "base/absl_fmt.h"
 #include "google/protobuf/util/json_util.h"
 #include "shim/admin.pb.h"
+#include "shim/clock.h"
 #include "shim/commands.h"
 #include "shim/paths.h"
 #include "ttrpc/client.h"
@@ -17,12 +18,6 @@ namespace {
 
 constexpr char kService[] = "embedshim.v1.Admin";
 constexpr char kDefaultAddress[] = "/run/containerd/containerd.sock";
-
-int64_t NowUnixNano() {
-  timespec now;
-  clock_gettime(CLOCK_REALTIME, &now);
-  return int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec;
-}
 
 std::string Age(int64_t since_unix_nano) {
   if (since_unix_nano <= 0) return "-";

@@ -5,18 +5,13 @@
 
 #include "base/absl_fmt.h"
 #include "bpf/pidfd.h"
+#include "shim/clock.h"
 #include "shim/log.h"
 
 namespace shim {
 namespace {
 
 constexpr char kService[] = "embedshim.v1.Admin";
-
-int64_t NowUnixNano() {
-  timespec now;
-  clock_gettime(CLOCK_REALTIME, &now);
-  return int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec;
-}
 
 // A process's start as wall-clock time, from its start_boottime.
 int64_t StartedUnixNano(pid_t pid) {

@@ -17,10 +17,12 @@
 #include "bpf/pidfd.h"
 #include "google/protobuf/empty.pb.h"
 #include "shim.pb.h"
+#include "shim/clock.h"
 #include "shim/commands.h"
 #include "shim/oci/mount.h"
 #include "shim/oci/runc.h"
 #include "shim/paths.h"
+#include "shim/runtime_options.h"
 #include "shim/state_store.h"
 #include "ttrpc/client.h"
 
@@ -28,17 +30,6 @@ namespace shim {
 namespace {
 
 namespace task = containerd::task::v2;
-
-void SetTimestamp(google::protobuf::Timestamp* ts, int64_t unix_nano) {
-  ts->set_seconds(unix_nano / 1'000'000'000);
-  ts->set_nanos(static_cast<int32_t>(unix_nano % 1'000'000'000));
-}
-
-int64_t NowUnixNano() {
-  timespec now;
-  clock_gettime(CLOCK_REALTIME, &now);
-  return int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec;
-}
 
 // Through the live daemon: the normal Task API, so its state stays whole.
 absl::StatusOr<task::DeleteResponse> DeleteThroughDaemon(const InstancePaths& paths,
@@ -103,12 +94,7 @@ task::DeleteResponse DeleteByHand(const InstancePaths& paths,
       exited_at = NowUnixNano();
     }
   }
-  oci::RuncConfig config;
-  config.binary = r.options().binary_name();
-  config.root = r.options().root() + "/" + r.namespace_();
-  config.systemd_cgroup = r.options().systemd_cgroup();
-  config.log_path = r.bundle() + "/log.json";
-  if (absl::Status st = oci::Runc(config).Delete(r.id(), /*force=*/true);
+  if (absl::Status st = oci::Runc(RuncConfigFor(r)).Delete(r.id(), /*force=*/true);
       !st.ok() && !absl::IsNotFound(st))
     fmt::print(stderr, "delete: runc delete --force {}: {}\n", r.id(), st);
   if (absl::Status st = oci::UnmountRootfs(r.bundle() + "/rootfs"); !st.ok())

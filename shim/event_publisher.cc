@@ -12,6 +12,7 @@
 #include "base/absl_fmt.h"
 #include "events_task.pb.h"
 #include "events_ttrpc.pb.h"
+#include "shim/clock.h"
 #include "shim/log.h"
 
 namespace shim {
@@ -81,10 +82,7 @@ void EventPublisher::Publish(const std::string& ns, const std::string& topic,
                              const google::protobuf::Message& event) {
   ForwardRequest req;
   auto* env = req.mutable_envelope();
-  timespec now;
-  clock_gettime(CLOCK_REALTIME, &now);
-  env->mutable_timestamp()->set_seconds(now.tv_sec);
-  env->mutable_timestamp()->set_nanos(static_cast<int32_t>(now.tv_nsec));
+  SetTimestamp(env->mutable_timestamp(), NowUnixNano());
   env->set_namespace_(ns);
   env->set_topic(topic);
   // containerd 1.6 resolves bare message names, not type.googleapis.com/ URLs.

@@ -92,4 +92,13 @@ embedshim::RuntimeOptions WithDefaults(embedshim::RuntimeOptions options) {
   return options;
 }
 
+oci::RuncConfig RuncConfigFor(const embedshim::ContainerRecord& r) {
+  oci::RuncConfig config;
+  config.binary = r.options().binary_name();
+  config.root = r.options().root() + "/" + r.namespace_();
+  config.systemd_cgroup = r.options().systemd_cgroup();
+  config.log_path = r.bundle() + "/log.json";
+  return config;
+}
+
 }  // namespace shim

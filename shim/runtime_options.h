@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "google/protobuf/any.pb.h"
+#include "shim/oci/runc.h"
 #include "shim/state.pb.h"
 
 namespace shim {
@@ -18,5 +19,9 @@ absl::StatusOr<embedshim::RuntimeOptions> DecodeRuntimeOptions(
 
 // Fills defaults: binary "runc", root "/run/containerd/runc".
 embedshim::RuntimeOptions WithDefaults(embedshim::RuntimeOptions options);
+
+// How to run the OCI runtime for a container: its options, with runc's root
+// per namespace (as runc-v2 does) and its log in the bundle.
+oci::RuncConfig RuncConfigFor(const embedshim::ContainerRecord& record);
 
 }  // namespace shim

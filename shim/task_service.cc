@@ -13,6 +13,7 @@
 #include "fmt/format.h"
 #include "google/protobuf/empty.pb.h"
 #include "shim.pb.h"
+#include "shim/clock.h"
 #include "shim/log.h"
 #include "shim/oci/mount.h"
 #include "shim/oci/runc.h"
@@ -49,25 +50,7 @@ namespace {
 
 constexpr char kNamespaceKey[] = "containerd-namespace-ttrpc";
 
-void SetTimestamp(google::protobuf::Timestamp* ts, int64_t unix_nano) {
-  ts->set_seconds(unix_nano / 1'000'000'000);
-  ts->set_nanos(static_cast<int32_t>(unix_nano % 1'000'000'000));
-}
-
-int64_t NowUnixNano() {
-  timespec now;
-  clock_gettime(CLOCK_REALTIME, &now);
-  return int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec;
-}
-
-oci::Runc RuncFor(const embedshim::ContainerRecord& r) {
-  oci::RuncConfig config;
-  config.binary = r.options().binary_name();
-  config.root = r.options().root() + "/" + r.namespace_();
-  config.systemd_cgroup = r.options().systemd_cgroup();
-  config.log_path = r.bundle() + "/log.json";
-  return oci::Runc(std::move(config));
-}
+oci::Runc RuncFor(const embedshim::ContainerRecord& r) { return oci::Runc(RuncConfigFor(r)); }
 
 // What `runc create` and its preparation produce, handed back to the loop.
 struct CreateResult {
