@@ -215,7 +215,7 @@ void Keeper::SpawnServer() {
     _exit(127);
   }
   server_pid_ = pid;
-  server_started_ = absl::Now();
+  server_served_ = false;
   server_pidfd_.Reset(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
   channel_ = std::move(ours);
   fcntl(channel_.get(), F_SETFL, fcntl(channel_.get(), F_GETFL) | O_NONBLOCK);
@@ -256,8 +256,10 @@ void Keeper::OnServerExit() {
   LogWarn("keeper: server exited ({}); starting another",
           WIFSIGNALED(status) ? fmt::format("signal {}", WTERMSIG(status))
                               : fmt::format("status {}", WEXITSTATUS(status)));
-  // A server that keeps dying at once must not spin the CPU.
-  quick_deaths_ = absl::Now() - server_started_ < absl::Seconds(1) ? quick_deaths_ + 1 : 0;
+  // A server that keeps dying before it ever serves (a bad binary, no BPF)
+  // must not spin the CPU; one that served and was then killed is replaced
+  // at once, however soon, because containerd gives a State call only 2 s.
+  quick_deaths_ = server_served_ ? 0 : quick_deaths_ + 1;
   absl::Duration delay = quick_deaths_ > 3 ? absl::Seconds(1) : absl::ZeroDuration();
   loop_.RunAfter(delay, [this] { SpawnServer(); });
 }
@@ -309,6 +311,7 @@ void Keeper::OnServerMsg(Msg msg) {
       kept_.erase(msg.text);
       return;
     case MsgType::kReady:
+      server_served_ = true;
       if (config_.ready_fd >= 0) {
         (void)!write(config_.ready_fd, "ready\n", 6);
         close(config_.ready_fd);

@@ -98,8 +98,8 @@ class Keeper {
   pid_t server_pid_ = -1;
   base::UniqueFd server_pidfd_;
   base::UniqueFd channel_;
-  int quick_deaths_ = 0;  // servers that died soon after starting, in a row
-  absl::Time server_started_;
+  int quick_deaths_ = 0;  // servers in a row that died before serving
+  bool server_served_ = false;
   bool shutting_down_ = false;
   bool upgrading_ = false;
 };
