@@ -7,7 +7,6 @@
 // Lifecycle, many containers, namespaces, crun, bad input, cleanup and the
 // `delete` subcommand are here; stdio is in shim_e2e_io_test.cc. Helpers and
 // the per-case fixture (E2E) are in shim_e2e_util.h.
-#define CATCH_CONFIG_EXTERNAL_INTERFACES  // for the listener below
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -31,24 +30,6 @@
 #include "test/support/fs_util.h"
 #include "test/support/status_matchers.h"
 #include "test/support/subprocess.h"
-
-namespace e2e {
-
-// Tells E2E whether the current case failed, so that it keeps the logs.
-struct FailureListener : Catch::TestEventListenerBase {
-  using TestEventListenerBase::TestEventListenerBase;
-  void testCaseStarting(const Catch::TestCaseInfo& info) override {
-    CurrentCaseFailed() = false;
-    TestEventListenerBase::testCaseStarting(info);
-  }
-  bool assertionEnded(const Catch::AssertionStats& stats) override {
-    if (!stats.assertionResult.isOk()) CurrentCaseFailed() = true;
-    return TestEventListenerBase::assertionEnded(stats);
-  }
-};
-CATCH_REGISTER_LISTENER(FailureListener)
-
-}  // namespace e2e
 
 namespace {
 

@@ -13,7 +13,6 @@
 //
 // The storm case draws its delays from a seeded RNG and prints the seed;
 // SURVIVAL_SEED=<n> repeats a run.
-#define CATCH_CONFIG_EXTERNAL_INTERFACES  // for the listener below
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -36,24 +35,6 @@
 #include "test/support/fs_util.h"
 #include "test/support/status_matchers.h"
 #include "test/support/subprocess.h"
-
-namespace survival {
-
-// Tells Survival whether the current case failed, so that it keeps the logs.
-struct FailureListener : Catch::TestEventListenerBase {
-  using TestEventListenerBase::TestEventListenerBase;
-  void testCaseStarting(const Catch::TestCaseInfo& info) override {
-    CurrentCaseFailed() = false;
-    TestEventListenerBase::testCaseStarting(info);
-  }
-  bool assertionEnded(const Catch::AssertionStats& stats) override {
-    if (!stats.assertionResult.isOk()) CurrentCaseFailed() = true;
-    return TestEventListenerBase::assertionEnded(stats);
-  }
-};
-CATCH_REGISTER_LISTENER(FailureListener)
-
-}  // namespace survival
 
 namespace {
 

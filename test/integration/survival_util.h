@@ -8,9 +8,9 @@
 //           argv contains `serve` and `-address <containerd socket>`
 //
 // Where the instance keeps its things is computed from the documented
-// contract (shim/paths.h): /run/containerd-embed (or $EMBED_SHIM_RUN_DIR) /
-// <16 hex digits of FNV-1a(containerd's socket path)>, with shim.sock,
-// shim.log and state/<ns>/<id>.json; pins in /sys/fs/bpf/containerd-embed/<instance>.
+// contract (shim/paths.h) in shim_test_util.h, which also holds what these
+// tests share with the end-to-end tests (/proc and pidfd helpers, ctr
+// helpers, the fixture's base and its teardown).
 //
 // Survival wraps a PrivateContainerd for one test case. On a failed case it
 // first copies containerd.log and shim.log to $SURVIVAL_LOG_DIR (default
@@ -49,6 +49,7 @@
 #include "absl/status/statusor.h"
 #include "base/unique_fd.h"
 #include "fmt/format.h"
+#include "test/integration/shim_test_util.h"
 #include "test/support/fs_util.h"
 #include "test/support/private_containerd.h"
 #include "test/support/status_matchers.h"
@@ -56,80 +57,14 @@
 
 namespace survival {
 
-using namespace std::chrono_literals;
-using test_support::Clock;
-using test_support::Deadline;
-using test_support::DeadlineIn;
-using test_support::PrivateContainerd;
-using test_support::PrivateContainerdOptions;
-using test_support::Result;
-using test_support::SpawnOptions;
-using test_support::Subprocess;
-using test_support::UniqueName;
+using namespace shim_test;
 
-inline constexpr char kRuntime[] = "io.containerd.embed.v1";
 inline constexpr char kServerName[] = "containerd-shim-embed-v1";
 inline constexpr char kKeeperName[] = "containerd-shim-embed-v1-keeper";
-
-inline bool Contains(std::string_view haystack, std::string_view needle) {
-  return haystack.find(needle) != std::string_view::npos;
-}
-
-inline bool PathExists(const std::string& p) {
-  struct stat st;
-  return lstat(p.c_str(), &st) == 0;
-}
-
-inline int MillisUntil(Deadline deadline) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-  return left.count() <= 0 ? 0 : static_cast<int>(std::min<int64_t>(left.count() + 1, 1 << 30));
-}
 
 // The tail of a text, for INFO messages.
 inline std::string Tail(const std::string& s, size_t n = 6000) {
   return s.size() > n ? "..." + s.substr(s.size() - n) : s;
-}
-
-// ---------------------------------------------------------------------------
-// Failure tracking (set by the Catch listener in survival_test.cc): the
-// fixture keeps the logs of failed cases only.
-
-inline bool& CurrentCaseFailed() {
-  static bool failed = false;
-  return failed;
-}
-
-// ---------------------------------------------------------------------------
-// The shim's instance, from the contract in shim/paths.h.
-
-struct Instance {
-  std::string name;    // 16 hex digits
-  std::string dir;     // <run>/<name>
-  std::string socket;  // <dir>/shim.sock
-  std::string log;     // <dir>/shim.log
-  std::string state;   // <dir>/state
-  std::string pins;    // /sys/fs/bpf/containerd-embed/<name>
-  std::string Record(const std::string& ns, const std::string& id) const {
-    return fmt::format("{}/{}/{}.json", state, ns, id);
-  }
-};
-
-inline Instance InstanceFor(const std::string& containerd_address) {
-  uint64_t h = 1469598103934665603ull;  // FNV-1a, 64 bit
-  for (unsigned char c : containerd_address) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  const char* run = std::getenv("EMBED_SHIM_RUN_DIR");
-  std::string root = run && *run ? run : "/run/containerd-embed";
-  Instance i;
-  i.name = fmt::format("{:016x}", h);
-  i.dir = root + "/" + i.name;
-  i.socket = i.dir + "/shim.sock";
-  i.log = i.dir + "/shim.log";
-  i.state = i.dir + "/state";
-  i.pins = "/sys/fs/bpf/containerd-embed/" + i.name;
-  return i;
 }
 
 // ---------------------------------------------------------------------------
@@ -141,46 +76,11 @@ inline std::string Canonical(const std::string& path) {
   return ec ? path : c;
 }
 
-inline std::vector<std::string> Cmdline(pid_t pid) {
-  absl::StatusOr<std::string> raw = test_support::ReadFile(fmt::format("/proc/{}/cmdline", pid));
-  if (!raw.ok()) return {};
-  return test_support::Split(*raw, '\0');
-}
-
-inline std::string CmdlineText(pid_t pid) {
-  std::string s;
-  for (const std::string& a : Cmdline(pid)) s += (s.empty() ? "" : " ") + a;
-  return s;
-}
-
-// /proc/<pid>/exe without a " (deleted)" suffix (the build replaced the
-// binary meanwhile); nullopt for a zombie or a process that is gone.
-inline std::optional<std::string> ExePath(pid_t pid) {
-  char buf[4096];
-  ssize_t n = readlink(fmt::format("/proc/{}/exe", pid).c_str(), buf, sizeof buf - 1);
-  if (n <= 0) return std::nullopt;
-  std::string exe(buf, static_cast<size_t>(n));
-  if (exe.ends_with(" (deleted)")) exe.resize(exe.size() - 10);
-  return exe;
-}
-
 // The inode of the file a process runs (stat through /proc/<pid>/exe), 0 if gone.
 inline ino_t ExeInode(pid_t pid) {
   struct stat st;
   if (stat(fmt::format("/proc/{}/exe", pid).c_str(), &st) != 0) return 0;
   return st.st_ino;
-}
-
-inline std::vector<pid_t> AllPids() {
-  std::vector<pid_t> out;
-  std::unique_ptr<DIR, int (*)(DIR*)> d(opendir("/proc"), &closedir);
-  if (!d) return out;
-  while (dirent* e = readdir(d.get())) {
-    char* end = nullptr;
-    long pid = strtol(e->d_name, &end, 10);
-    if (pid > 0 && *end == '\0') out.push_back(static_cast<pid_t>(pid));
-  }
-  return out;
 }
 
 // Live (not zombie) server processes of our shim serving `containerd_address`.
@@ -212,36 +112,6 @@ inline std::vector<pid_t> Keepers(const std::string& instance_dir, const std::st
     if (args.size() >= 3 && args[1].starts_with(instance_dir + "/")) out.push_back(pid);
   }
   return out;
-}
-
-// A pidfd: "has it exited?" cannot be fooled by pid reuse.
-inline base::UniqueFd OpenPidfd(pid_t pid) {
-  return base::UniqueFd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
-}
-
-// Waits until the process behind `pidfd` has exited (zombie or reaped).
-inline bool WaitExited(const base::UniqueFd& pidfd, Deadline deadline) {
-  for (;;) {
-    pollfd p{pidfd.get(), POLLIN, 0};
-    int r = poll(&p, 1, MillisUntil(deadline));
-    if (r == 1) return true;
-    if (r < 0 && errno == EINTR) continue;
-    if (Clock::now() >= deadline) return false;
-  }
-}
-
-inline bool Exited(const base::UniqueFd& pidfd) {
-  pollfd p{pidfd.get(), POLLIN, 0};
-  return poll(&p, 1, 0) == 1;
-}
-
-inline bool Alive(pid_t pid) {
-  base::UniqueFd fd = OpenPidfd(pid);
-  return fd && !Exited(fd);
-}
-
-inline bool SendSignal(const base::UniqueFd& pidfd, int sig) {
-  return syscall(SYS_pidfd_send_signal, pidfd.get(), sig, nullptr, 0) == 0;
 }
 
 // ---------------------------------------------------------------------------
@@ -353,61 +223,6 @@ inline std::vector<double> KeeperRestartGapsMs(const std::string& log, size_t of
 // ---------------------------------------------------------------------------
 // ctr.
 
-struct Task {
-  std::string id;
-  pid_t pid = 0;
-  std::string status;
-};
-
-inline std::map<std::string, Task> ParseTasks(const std::string& out) {
-  std::map<std::string, Task> tasks;
-  for (const std::string& line : test_support::SplitLines(out)) {
-    std::vector<std::string> f = test_support::Split(line, ' ');
-    if (f.size() < 3 || f[0] == "TASK") continue;
-    tasks[f[0]] = Task{f[0], static_cast<pid_t>(std::stol(f[1])), f[2]};
-  }
-  return tasks;
-}
-
-inline std::string TasksText(const std::map<std::string, Task>& tasks) {
-  std::string s;
-  for (const auto& [id, t] : tasks) s += fmt::format("{} {} {}\n", id, t.pid, t.status);
-  return s;
-}
-
-// `ctr -n ns tasks ls` (must succeed), keyed by task id.
-inline std::map<std::string, Task> ListTasks(PrivateContainerd& cd, const std::string& ns) {
-  absl::StatusOr<Result> r = cd.Ctr({"-n", ns, "tasks", "ls"});
-  REQUIRE_OK(r);
-  INFO(*r);
-  REQUIRE(r->exit_code == 0);
-  return ParseTasks(r->out);
-}
-
-// ctr (must exit 0); returns stdout.
-inline std::string CtrOk(PrivateContainerd& cd, std::vector<std::string> args,
-                         Clock::duration timeout = 60s) {
-  absl::StatusOr<Result> r = cd.Ctr(std::move(args), timeout);
-  REQUIRE_OK(r);
-  INFO(*r);
-  REQUIRE(r->exit_code == 0);
-  return r->out;
-}
-
-// `ctr -n ns run <flags> --runtime io.containerd.embed.v1 --env PATH=/bin
-//  --rootfs ROOTFS ID CMD...` (--rootfs must be the last flag).
-inline std::vector<std::string> RunArgs(const std::string& ns, std::vector<std::string> flags,
-                                        const std::string& rootfs, const std::string& id,
-                                        std::vector<std::string> cmd) {
-  std::vector<std::string> a = {"-n", ns, "run"};
-  a.insert(a.end(), flags.begin(), flags.end());
-  for (const char* s : {"--runtime", kRuntime, "--env", "PATH=/bin", "--rootfs"}) a.push_back(s);
-  a.push_back(rootfs);
-  a.push_back(id);
-  a.insert(a.end(), cmd.begin(), cmd.end());
-  return a;
-}
-
 // `ctr task rm ID` (must succeed) and the exit status containerd got back
 // in the DeleteResponse: ctr 1.6 exits 0 and only logs
 // "task ID exit with non-zero exit code N" for a status N != 0.
@@ -420,18 +235,6 @@ inline int RemoveTaskStatus(PrivateContainerd& cd, const std::string& ns, const 
   size_t at = r->err.find(kText);
   if (at == std::string::npos) return 0;
   return std::atoi(r->err.c_str() + at + kText.size());
-}
-
-// A detached container; returns its task pid (from `ctr task ls`).
-inline pid_t RunDetached(PrivateContainerd& cd, const std::string& ns, const std::string& rootfs,
-                         const std::string& id, std::vector<std::string> cmd) {
-  CtrOk(cd, RunArgs(ns, {"-d"}, rootfs, id, std::move(cmd)));
-  std::map<std::string, Task> tasks = ListTasks(cd, ns);
-  INFO(TasksText(tasks));
-  REQUIRE(tasks.contains(id));
-  REQUIRE(tasks[id].status == "RUNNING");
-  REQUIRE(tasks[id].pid > 0);
-  return tasks[id].pid;
 }
 
 // Polls `ctr task ls` (each call is a full round trip through containerd and
@@ -524,17 +327,7 @@ class EventLog {
 // ---------------------------------------------------------------------------
 // The fixture.
 
-inline std::string CaseLogDir() {
-  const char* base = std::getenv("SURVIVAL_LOG_DIR");
-  std::string name = Catch::getResultCapture().getCurrentTestName();
-  for (char& c : name) {
-    if (!isalnum(static_cast<unsigned char>(c))) c = '_';
-  }
-  if (name.size() > 80) name.resize(80);
-  return fmt::format("{}/{}-{}", base && *base ? base : "/tmp/survival-logs", name, getpid());
-}
-
-class Survival {
+class Survival : public ShimFixture {
  public:
   // shim_dir: where containerd finds the shim (and where Servers()/Keepers()
   // expect its binaries); "" = the build's shim/ directory.
@@ -550,12 +343,6 @@ class Survival {
     if (CurrentCaseFailed()) SaveLogs();
     Teardown();
   }
-  Survival(const Survival&) = delete;
-  Survival& operator=(const Survival&) = delete;
-
-  PrivateContainerd& cd() { return *cd_; }
-  const Instance& instance() const { return instance_; }
-  const std::string& address() const { return cd_->address(); }
   const std::string& shim_dir() const { return shim_dir_; }
 
   std::vector<pid_t> servers() const { return Servers(cd_->address(), shim_dir_); }
@@ -586,19 +373,6 @@ class Survival {
     return k[0];
   }
 
-  // A busybox rootfs of its own under the fixture directory.
-  std::string Rootfs(std::string_view name = "rootfs") {
-    absl::StatusOr<std::string> r = cd_->MakeBusyboxRootfs(name);
-    REQUIRE_OK(r);
-    return *r;
-  }
-  std::string Bundle(const std::string& ns, const std::string& id) const {
-    return fmt::format("{}/io.containerd.runtime.v2.task/{}/{}", cd_->state(), ns, id);
-  }
-  std::string ShimLog() const {
-    absl::StatusOr<std::string> s = test_support::ReadFile(instance_.log);
-    return s.ok() ? *s : std::string("(no shim log at " + instance_.log + ")");
-  }
   std::string Logs() const {
     return fmt::format("--- shim.log (tail) ---\n{}\n--- containerd.log (tail) ---\n{}\n",
                        Tail(ShimLog(), 5000), Tail(cd_->Log(), 5000));
@@ -650,13 +424,7 @@ class Survival {
     return *next;
   }
 
-  void SaveLogs() {
-    std::string dir = CaseLogDir();
-    if (!test_support::MakeDirs(dir).ok()) return;
-    (void)test_support::WriteFile(dir + "/containerd.log", cd_ ? cd_->Log() : "");
-    (void)test_support::WriteFile(dir + "/shim.log", ShimLog());
-    fmt::print(stderr, "survival: logs of the failed case kept in {}\n", dir);
-  }
+  void SaveLogs() { SaveCaseLogs(CaseLogDir("SURVIVAL_LOG_DIR", "/tmp/survival-logs"), "survival"); }
 
   // Lets stopped keepers go on, deletes all tasks and containers (the shim
   // then leaves by itself), stops containerd, removes what a killed shim
@@ -664,61 +432,19 @@ class Survival {
   void Teardown() {
     if (!cd_) return;
     for (pid_t k : keepers()) kill(k, SIGCONT);
+    std::vector<base::UniqueFd> pidfds;
     if (cd_->running()) {
-      std::vector<base::UniqueFd> pidfds;
       for (pid_t p : servers()) pidfds.push_back(OpenPidfd(p));
       for (pid_t p : keepers()) pidfds.push_back(OpenPidfd(p));
-      auto lines = [&](std::vector<std::string> args) {
-        absl::StatusOr<Result> r = cd_->Ctr(std::move(args), 30s);
-        return r.ok() && r->exit_code == 0 ? test_support::SplitLines(r->out)
-                                           : std::vector<std::string>{};
-      };
-      namespaces_ = lines({"namespaces", "ls", "-q"});
-      for (const std::string& ns : namespaces_) {
-        std::vector<std::string> tasks = lines({"-n", ns, "tasks", "ls", "-q"});
-        for (const std::string& id : tasks)
-          (void)cd_->Ctr({"-n", ns, "tasks", "kill", "-a", "-s", "SIGKILL", id}, 30s);
-        if (!tasks.empty()) {
-          std::vector<std::string> args = {"-n", ns, "tasks", "rm", "-f"};
-          args.insert(args.end(), tasks.begin(), tasks.end());
-          (void)cd_->Ctr(args, 60s);
-        }
-        std::vector<std::string> containers = lines({"-n", ns, "containers", "ls", "-q"});
-        if (!containers.empty()) {
-          std::vector<std::string> args = {"-n", ns, "containers", "rm"};
-          args.insert(args.end(), containers.begin(), containers.end());
-          (void)cd_->Ctr(args, 60s);
-        }
-      }
-      Deadline deadline = DeadlineIn(10s);
-      for (const base::UniqueFd& fd : pidfds) {
-        if (fd && !WaitExited(fd, deadline))
-          fmt::print(stderr, "survival teardown: a shim process did not exit by itself\n");
-      }
     }
-    absl::Status st = cd_->Shutdown();
-    if (!st.ok()) fmt::print(stderr, "survival teardown: {}\n", st.ToString());
-    cd_.reset();
-    for (const std::string& ns : namespaces_) {
-      if (ns != "default") (void)rmdir(("/run/containerd/runc/" + ns).c_str());
-    }
-    for (const std::string& leftover : {instance_.dir, instance_.pins}) {
-      if (PathExists(leftover)) {
-        if (absl::Status s = test_support::RemoveTree(leftover); !s.ok())
-          fmt::print(stderr, "survival teardown: removing {}: {}\n", leftover, s.ToString());
-      }
-    }
+    TeardownContainerd(std::move(pidfds), 60s, "survival");
   }
 
  private:
   Survival(std::unique_ptr<PrivateContainerd> cd, std::string shim_dir)
-      : cd_(std::move(cd)), instance_(InstanceFor(cd_->address())),
-        shim_dir_(std::move(shim_dir)) {}
+      : ShimFixture(std::move(cd)), shim_dir_(std::move(shim_dir)) {}
 
-  std::unique_ptr<PrivateContainerd> cd_;
-  Instance instance_;
   std::string shim_dir_;
-  std::vector<std::string> namespaces_;
 };
 
 }  // namespace survival
