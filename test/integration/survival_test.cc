@@ -115,6 +115,7 @@ TEST_CASE("survival: ten server SIGKILLs under load lose no task and fail no req
   std::mutex mu;
   std::vector<Request> requests;
   std::vector<std::string> anomalies;  // a `task ls` answer that lost a task
+  std::vector<std::string> deleted_by_retries;  // containers the retries removed
   std::atomic<bool> stop{false};
 
   // Runs ctr once; on failure runs `before_retry` and retries once.
@@ -184,6 +185,10 @@ TEST_CASE("survival: ten server SIGKILLs under load lose no task and fail no req
       std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 600));
       request(RunArgs(ns, {"-d"}, rootfs, id, {"sleep", "100000"}), [&] {
         // What a failed `ctr run -d` may have left: its task, its container.
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          deleted_by_retries.push_back(id);
+        }
         (void)s->cd().Ctr({"-n", ns, "tasks", "rm", "-f", id}, 60s);
         (void)s->cd().Ctr({"-n", ns, "containers", "rm", id}, 60s);
       });
@@ -328,7 +333,7 @@ TEST_CASE("survival: ten server SIGKILLs under load lose no task and fail no req
   CHECK(after.size() == static_cast<size_t>(kSleepers + kToKill + kToRun));
 
   // --- containerd never noticed, and the keeper is the one it was.
-  CHECK(s->ShimDeathSigns(cd_checkpoint) == "");
+  CHECK(s->ShimDeathSigns(cd_checkpoint, deleted_by_retries) == "");
   CHECK(s->TheKeeper() == keeper);
   const pid_t last = s->TheServer();
   CHECK(last != first_server);
@@ -476,4 +481,62 @@ TEST_CASE("survival: output through a foreground ctr run has no gap and no dupli
   CHECK(first_problem.empty());
   CHECK(lines.size() == static_cast<size_t>(kLines));
   CHECK(s->ShimDeathSigns(cd_checkpoint) == "");
+}
+
+TEST_CASE("survival: a Start in flight when the server dies is answered once, as started",
+          "[containerd][shim][survival]") {
+  // The OCI runtime is a wrapper around runc whose first `start` waits for
+  // a file, so the server can be killed while its `runc start` runs. That
+  // runc (an orphan now) goes on and starts the container; the keeper
+  // replays the Start to the next server, whose own `runc start` (held back
+  // until the first one is done) then finds the container running already.
+  // containerd must get one successful Start, not runc's "cannot start an
+  // already running container".
+  auto s = Survival::Start();
+  const std::string ns = UniqueName("startrace");
+  const std::string rootfs = s->Rootfs();
+  const std::string dir = s->cd().dir() + "/slow-start";
+  REQUIRE_OK(test_support::MakeDirs(dir));
+  const std::string wrapper = s->cd().dir() + "/runc-slow-start";
+  REQUIRE_OK(test_support::WriteFile(
+      wrapper,
+      fmt::format("#!/bin/sh\n"
+                  "d={}\n"
+                  "case \" $* \" in *\" start \"*)\n"
+                  "  if mkdir \"$d/first\" 2>/dev/null; then\n"
+                  "    touch \"$d/first-waiting\"\n"
+                  "    while [ ! -e \"$d/go\" ]; do sleep 0.01; done\n"
+                  "    runc \"$@\"; rc=$?\n"
+                  "    touch \"$d/first-done\"\n"
+                  "    exit $rc\n"
+                  "  fi\n"
+                  "  while [ ! -e \"$d/first-done\" ]; do sleep 0.01; done;;\n"
+                  "esac\n"
+                  "exec runc \"$@\"\n",
+                  dir),
+      0755));
+  const std::string config = s->cd().dir() + "/slow-start.toml";
+  REQUIRE_OK(test_support::WriteFile(config, fmt::format("BinaryName = \"{}\"\n", wrapper)));
+
+  const std::string id = UniqueName("started");
+  absl::StatusOr<Subprocess> run = s->cd().RunCtrAsync(RunArgs(
+      ns, {"-d", "--runtime-config-path", config}, rootfs, id, {"sleep", "100000"}));
+  REQUIRE_OK(run);
+  REQUIRE_OK(WaitForFileText(dir + "/first-waiting", 0, DeadlineIn(60s),
+                             [](std::string_view) { return true; }));
+  // `runc start` is running: the server dies, the next one serves...
+  s->KillServerAndWaitServing();
+  // ...and only then the first `runc start` goes on.
+  REQUIRE_OK(test_support::WriteFile(dir + "/go", "go"));
+
+  absl::StatusOr<test_support::ExitStatus> st = run->Wait(DeadlineIn(60s));
+  INFO("ctr run -d: out '" << run->out() << "' err '" << run->err() << "'\n" << s->Logs());
+  REQUIRE_OK(st);
+  CHECK(st->success());
+  std::map<std::string, Task> tasks = ListTasks(s->cd(), ns);
+  INFO(TasksText(tasks));
+  REQUIRE(tasks.contains(id));
+  CHECK(tasks[id].status == "RUNNING");
+  CHECK(Alive(tasks[id].pid));
+  CHECK(s->ShimDeathSigns(s->CdLogSize()) == "");
 }
