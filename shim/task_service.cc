@@ -294,7 +294,18 @@ void TaskService::Start(Call call) {
     }
     c.starting = true;
     pool_.Run<absl::Status>(
-        [runc = RuncFor(c.record), id = c.id()]() mutable { return runc.Start(id); },
+        [runc = RuncFor(c.record), id = c.id(), pid = static_cast<pid_t>(c.record.pid()),
+         replayed = call.replayed]() mutable {
+          absl::Status st = runc.Start(id);
+          // A replayed Start: the dead server's `runc start` lives on as an
+          // orphan and may have started the container first ("already
+          // running"). Once the init has left runc init, it was started.
+          for (int i = 0; !st.ok() && replayed && i < 100; ++i) {
+            if (!InRuncInit(pid)) st = absl::OkStatus();
+            else usleep(20'000);  // rare recovery path, on a worker
+          }
+          return st;
+        },
         [this, &c, call = std::move(call)](absl::Status st) {
           c.starting = false;
           if (st.ok()) {
