@@ -483,26 +483,28 @@ TEST_CASE("survival: output through a foreground ctr run has no gap and no dupli
   CHECK(s->ShimDeathSigns(cd_checkpoint) == "");
 }
 
-TEST_CASE("survival: a Start in flight when the server dies is answered once, as started",
-          "[containerd][shim][survival]") {
-  // The OCI runtime is a wrapper around runc whose first `start` waits for
-  // a file, so the server can be killed while its `runc start` runs. That
-  // runc (an orphan now) goes on and starts the container; the keeper
-  // replays the Start to the next server, whose own `runc start` (held back
-  // until the first one is done) then finds the container running already.
-  // containerd must get one successful Start, not runc's "cannot start an
-  // already running container".
-  auto s = Survival::Start();
-  const std::string ns = UniqueName("startrace");
-  const std::string rootfs = s->Rootfs();
-  const std::string dir = s->cd().dir() + "/slow-start";
-  REQUIRE_OK(test_support::MakeDirs(dir));
-  const std::string wrapper = s->cd().dir() + "/runc-slow-start";
+namespace {
+
+// An OCI runtime for BinaryName: a wrapper around runc whose first `verb`
+// (create, start) waits for <dir>/go, so that a test can kill the server
+// while that runc runs. The runc then carries on as an orphan, as it would
+// after a real crash; later calls of the same verb wait until it is done,
+// so the replayed request's runc always comes second.
+struct HeldRuntime {
+  std::string dir;     // first-waiting, go, first-done
+  std::string config;  // for ctr run --runtime-config-path
+};
+
+HeldRuntime MakeHeldRuntime(Survival& s, const std::string& verb) {
+  HeldRuntime h;
+  h.dir = s.cd().dir() + "/held-" + verb;
+  REQUIRE_OK(test_support::MakeDirs(h.dir));
+  const std::string wrapper = s.cd().dir() + "/runc-held-" + verb;
   REQUIRE_OK(test_support::WriteFile(
       wrapper,
       fmt::format("#!/bin/sh\n"
                   "d={}\n"
-                  "case \" $* \" in *\" start \"*)\n"
+                  "case \" $* \" in *\" {} \"*)\n"
                   "  if mkdir \"$d/first\" 2>/dev/null; then\n"
                   "    touch \"$d/first-waiting\"\n"
                   "    while [ ! -e \"$d/go\" ]; do sleep 0.01; done\n"
@@ -513,21 +515,33 @@ TEST_CASE("survival: a Start in flight when the server dies is answered once, as
                   "  while [ ! -e \"$d/first-done\" ]; do sleep 0.01; done;;\n"
                   "esac\n"
                   "exec runc \"$@\"\n",
-                  dir),
+                  h.dir, verb),
       0755));
-  const std::string config = s->cd().dir() + "/slow-start.toml";
-  REQUIRE_OK(test_support::WriteFile(config, fmt::format("BinaryName = \"{}\"\n", wrapper)));
+  h.config = s.cd().dir() + "/held-" + verb + ".toml";
+  REQUIRE_OK(test_support::WriteFile(h.config, fmt::format("BinaryName = \"{}\"\n", wrapper)));
+  return h;
+}
 
-  const std::string id = UniqueName("started");
+// `ctr run -d` through a runtime whose first `verb` is held; the server is
+// killed while it is, the next one serves, then the held runc goes on.
+// containerd must get one successful answer and a RUNNING task whose pid
+// is the container's (runc's own view).
+void RunAcrossHeldVerb(const std::string& verb) {
+  auto s = Survival::Start();
+  const std::string ns = UniqueName("held" + verb);
+  const std::string rootfs = s->Rootfs();
+  const HeldRuntime held = MakeHeldRuntime(*s, verb);
+  const std::string id = UniqueName(verb);
   absl::StatusOr<Subprocess> run = s->cd().RunCtrAsync(RunArgs(
-      ns, {"-d", "--runtime-config-path", config}, rootfs, id, {"sleep", "100000"}));
+      ns, {"-d", "--runtime-config-path", held.config}, rootfs, id, {"sleep", "100000"}));
   REQUIRE_OK(run);
-  REQUIRE_OK(WaitForFileText(dir + "/first-waiting", 0, DeadlineIn(60s),
+  REQUIRE_OK(WaitForFileText(held.dir + "/first-waiting", 0, DeadlineIn(60s),
                              [](std::string_view) { return true; }));
-  // `runc start` is running: the server dies, the next one serves...
+  // `runc <verb>` is running: the server dies, the next one serves...
   s->KillServerAndWaitServing();
-  // ...and only then the first `runc start` goes on.
-  REQUIRE_OK(test_support::WriteFile(dir + "/go", "go"));
+  // ...and only then that runc goes on.
+  const size_t cd_checkpoint = s->CdLogSize();
+  REQUIRE_OK(test_support::WriteFile(held.dir + "/go", "go"));
 
   absl::StatusOr<test_support::ExitStatus> st = run->Wait(DeadlineIn(60s));
   INFO("ctr run -d: out '" << run->out() << "' err '" << run->err() << "'\n" << s->Logs());
@@ -538,5 +552,32 @@ TEST_CASE("survival: a Start in flight when the server dies is answered once, as
   REQUIRE(tasks.contains(id));
   CHECK(tasks[id].status == "RUNNING");
   CHECK(Alive(tasks[id].pid));
-  CHECK(s->ShimDeathSigns(s->CdLogSize()) == "");
+  CHECK(Contains(CmdlineText(tasks[id].pid), "sleep"));
+  absl::StatusOr<Result> state =
+      test_support::Run({"runc", "--root", "/run/containerd/runc/" + ns, "state", id});
+  REQUIRE_OK(state);
+  INFO("runc state: " << *state);
+  CHECK(state->exit_code == 0);
+  CHECK(Contains(state->out, fmt::format("\"pid\": {},", tasks[id].pid)));
+  CHECK(Contains(state->out, "\"status\": \"running\""));
+  CHECK(s->ShimDeathSigns(cd_checkpoint) == "");
+}
+
+}  // namespace
+
+TEST_CASE("survival: a Start in flight when the server dies is answered once, as started",
+          "[containerd][shim][survival]") {
+  // The orphaned `runc start` starts the container; the replayed Start's
+  // own then finds it running already ("cannot start an already running
+  // container" must not reach containerd).
+  RunAcrossHeldVerb("start");
+}
+
+TEST_CASE("survival: a Create in flight when the server dies is answered once, as created",
+          "[containerd][shim][survival]") {
+  // The orphaned `runc create` creates the container after the next server
+  // cleaned up the create that was in flight; the replayed Create's own then
+  // finds the id taken. (Seen in the storm: "runc create failed: ... unable
+  // to store init state".)
+  RunAcrossHeldVerb("create");
 }
