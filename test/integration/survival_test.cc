@@ -581,3 +581,90 @@ TEST_CASE("survival: a Create in flight when the server dies is answered once, a
   // to store init state".)
   RunAcrossHeldVerb("create");
 }
+
+TEST_CASE("survival: a Kill in flight when the server dies is answered once, and the exit "
+          "reported",
+          "[containerd][shim][survival]") {
+  // The orphaned `runc kill` kills the container; the replayed Kill then
+  // finds it stopped (or stopping): containerd must get a successful Kill,
+  // and the exit (137) once.
+  auto s = Survival::Start();
+  const std::string ns = UniqueName("heldkill");
+  const std::string rootfs = s->Rootfs();
+  const HeldRuntime held = MakeHeldRuntime(*s, "kill");
+  const std::string id = UniqueName("kill");
+  EventLog events(s->cd());
+  CtrOk(s->cd(), RunArgs(ns, {"-d", "--runtime-config-path", held.config}, rootfs, id,
+                         {"sleep", "100000"}));
+  const pid_t pid = ListTasks(s->cd(), ns)[id].pid;
+  REQUIRE(pid > 0);
+  absl::StatusOr<Subprocess> kill =
+      s->cd().RunCtrAsync({"-n", ns, "tasks", "kill", "-s", "SIGKILL", id});
+  REQUIRE_OK(kill);
+  REQUIRE_OK(WaitForFileText(held.dir + "/first-waiting", 0, DeadlineIn(60s),
+                             [](std::string_view) { return true; }));
+  s->KillServerAndWaitServing();
+  const size_t cd_checkpoint = s->CdLogSize();
+  REQUIRE_OK(test_support::WriteFile(held.dir + "/go", "go"));
+
+  absl::StatusOr<test_support::ExitStatus> st = kill->Wait(DeadlineIn(60s));
+  INFO("ctr task kill: out '" << kill->out() << "' err '" << kill->err() << "'\n" << s->Logs());
+  REQUIRE_OK(st);
+  CHECK(st->success());
+  std::map<std::string, Task> tasks = WaitTasks(s->cd(), ns, DeadlineIn(30s), [&](auto& t) {
+    return t.contains(id) && t.at(id).status == "STOPPED";
+  });
+  INFO(TasksText(tasks) << "\nevents:\n" << events.Text());
+  REQUIRE(tasks.contains(id));
+  CHECK(tasks[id].status == "STOPPED");
+  CHECK_FALSE(Alive(pid));
+  CHECK_OK(events.WaitFor(fmt::format("/tasks/exit {{\"container_id\":\"{}\"", id),
+                          DeadlineIn(30s)));
+  CHECK(RemoveTaskStatus(s->cd(), ns, id) == 137);
+  CHECK_OK(events.WaitFor(fmt::format("/tasks/delete {{\"container_id\":\"{}\"", id),
+                          DeadlineIn(30s)));
+  std::vector<EventLog::Exit> exits = events.ExitsOf(id);
+  CHECK(exits.size() == 1);
+  for (const auto& e : exits) CHECK(e.status == 137);
+  CHECK(s->ShimDeathSigns(cd_checkpoint) == "");
+}
+
+TEST_CASE("survival: a Delete in flight when the server dies is answered once, with the "
+          "status",
+          "[containerd][shim][survival]") {
+  // The orphaned `runc delete` removes the container; the replayed Delete
+  // must still answer with the real exit status (3) and leave nothing.
+  auto s = Survival::Start();
+  const std::string ns = UniqueName("helddelete");
+  const std::string rootfs = s->Rootfs();
+  const HeldRuntime held = MakeHeldRuntime(*s, "delete");
+  const std::string id = UniqueName("delete");
+  CtrOk(s->cd(), RunArgs(ns, {"-d", "--runtime-config-path", held.config}, rootfs, id,
+                         {"sh", "-c", "exit 3"}));
+  std::map<std::string, Task> tasks = WaitTasks(s->cd(), ns, DeadlineIn(30s), [&](auto& t) {
+    return t.contains(id) && t.at(id).status == "STOPPED";
+  });
+  REQUIRE(tasks[id].status == "STOPPED");
+  const size_t cd_checkpoint = s->CdLogSize();
+  absl::StatusOr<Subprocess> rm = s->cd().RunCtrAsync({"-n", ns, "tasks", "rm", id});
+  REQUIRE_OK(rm);
+  REQUIRE_OK(WaitForFileText(held.dir + "/first-waiting", 0, DeadlineIn(60s),
+                             [](std::string_view) { return true; }));
+  s->KillServerAndWaitServing();
+  REQUIRE_OK(test_support::WriteFile(held.dir + "/go", "go"));
+
+  absl::StatusOr<test_support::ExitStatus> st = rm->Wait(DeadlineIn(60s));
+  INFO("ctr task rm: out '" << rm->out() << "' err '" << rm->err() << "'\n" << s->Logs());
+  REQUIRE_OK(st);
+  CHECK(st->success());
+  // ctr 1.6 logs the status it got back in the DeleteResponse.
+  CHECK(Contains(rm->err(), "exit with non-zero exit code 3"));
+  tasks = ListTasks(s->cd(), ns);
+  INFO(TasksText(tasks));
+  CHECK_FALSE(tasks.contains(id));
+  absl::StatusOr<Result> state =
+      test_support::Run({"runc", "--root", "/run/containerd/runc/" + ns, "state", id});
+  REQUIRE_OK(state);
+  CHECK(state->exit_code != 0);
+  CHECK(s->ShimDeathSigns(cd_checkpoint, {id}) == "");
+}
