@@ -32,8 +32,7 @@ absl::StatusOr<std::unique_ptr<EventLoop>> EventLoop::Create() {
 }
 
 EventLoop::EventLoop(base::UniqueFd epoll, base::UniqueFd wake, base::UniqueFd timer)
-    : epoll_(std::move(epoll)), wake_(std::move(wake)), timer_(std::move(timer)),
-      owner_(std::this_thread::get_id()) {}
+    : epoll_(std::move(epoll)), wake_(std::move(wake)), timer_(std::move(timer)) {}
 
 EventLoop::~EventLoop() = default;
 

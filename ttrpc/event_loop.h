@@ -70,7 +70,9 @@ class EventLoop {
   std::mutex mu_;  // guards posted_ and stop_
   std::vector<Task> posted_;
   bool stop_ = false;
-  std::atomic<std::thread::id> owner_;
+  // The thread in Run(); none before, so that work handed over from another
+  // thread before the loop starts is queued, never run on the wrong thread.
+  std::atomic<std::thread::id> owner_{std::thread::id{}};
 };
 
 }  // namespace ttrpc

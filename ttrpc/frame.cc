@@ -73,7 +73,9 @@ void FrameDecoder::Feed(std::string_view bytes) {
         continue;
       }
       header_done_ = true;
-      current_.payload.reserve(current_.header.length);
+      // Grow with the bytes that arrive: a peer that sends only headers
+      // must not make us allocate 4 MiB each.
+      current_.payload.reserve(std::min<uint32_t>(current_.header.length, 64 * 1024));
       if (current_.header.length == 0) {  // complete without payload bytes
         header_done_ = false;
         ready_.push_back(std::move(current_));

@@ -1,5 +1,7 @@
 #include "ttrpc/wire.h"
 
+#include <cctype>
+
 #include "ttrpc/frame.h"
 #include "ttrpc/ttrpc.pb.h"
 
@@ -16,7 +18,10 @@ std::string EncodeRequestFrame(uint32_t stream_id, std::string_view service,
     req.set_timeout_nano(absl::ToInt64Nanoseconds(timeout));
   for (const auto& [k, v] : metadata) {
     KeyValue* kv = req.add_metadata();
-    kv->set_key(k);
+    // Go's ttrpc looks keys up lower-cased: a mixed-case key would be lost.
+    std::string key = k;
+    for (char& c : key) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    kv->set_key(key);
     kv->set_value(v);
   }
   return EncodeFrame(stream_id, MessageType::kRequest, req.SerializeAsString());

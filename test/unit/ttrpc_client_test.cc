@@ -96,7 +96,7 @@ TEST_CASE("an error status becomes the call's absl::Status") {
 TEST_CASE("metadata and timeout travel in the request") {
   RawServer rs;
   ttrpc::CallOptions opts;
-  opts.metadata = {{"containerd-namespace-ttrpc", "ns1"}};
+  opts.metadata = {{"Containerd-Namespace-TTRPC", "ns1"}};  // sent lower-cased, as Go's MD does
   opts.timeout = absl::Milliseconds(40);
   auto f = rs.Call("x", opts);
   uint32_t stream = 0;
