@@ -62,7 +62,7 @@ struct CreateResult {
 
 // Runs on a worker: mount the rootfs, open stdio, `runc create`. On failure
 // it undoes what it did, so nothing stays mounted or created.
-CreateResult CreateContainer(const embedshim::ContainerRecord& r) {
+CreateResult CreateContainer(const embedshim::ContainerRecord& r, bool replayed) {
   CreateResult out;
   std::string rootfs = r.bundle() + "/rootfs";
   std::vector<oci::Mount> mounts;
@@ -75,16 +75,27 @@ CreateResult CreateContainer(const embedshim::ContainerRecord& r) {
   auto undo_mounts = [&] {
     if (!mounts.empty()) (void)oci::UnmountRootfs(rootfs);
   };
-  auto stdio = oci::OpenStdio({r.stdin(), r.stdout(), r.stderr()});
-  if (!stdio.ok()) {
-    undo_mounts();
-    out.status = stdio.status();
-    return out;
-  }
   oci::Runc runc = RuncFor(r);
   std::string pid_file = r.bundle() + "/init.pid";
-  out.status = runc.Create(r.id(), r.bundle(), pid_file, std::move(stdio->child),
-                           r.options().no_pivot_root(), r.options().no_new_keyring());
+  absl::StatusOr<oci::OpenedStdio> stdio;
+  for (int attempt = 0;; ++attempt) {
+    stdio = oci::OpenStdio({r.stdin(), r.stdout(), r.stderr()});
+    if (!stdio.ok()) {
+      undo_mounts();
+      out.status = stdio.status();
+      return out;
+    }
+    out.status = runc.Create(r.id(), r.bundle(), pid_file, std::move(stdio->child),
+                             r.options().no_pivot_root(), r.options().no_new_keyring());
+    // A replayed Create: the dead server's `runc create` lives on as an
+    // orphan and may have created the container meanwhile. That attempt
+    // belongs to nobody: remove it and create again.
+    if (out.status.ok() || !replayed || attempt >= 50 ||
+        out.status.message().find("already exists") == absl::string_view::npos)
+      break;
+    (void)runc.Delete(r.id(), /*force=*/true);
+    usleep(20'000);  // rare recovery path, on a worker
+  }
   if (out.status.ok()) {
     auto pid = oci::ReadPidFile(pid_file);
     if (pid.ok()) {
@@ -230,7 +241,9 @@ void TaskService::Create(Call call) {
 
   c.RunSerially([this, &c, key, call = std::move(call), req = std::move(*req)]() mutable {
     pool_.Run<std::shared_ptr<CreateResult>>(
-        [record = c.record] { return std::make_shared<CreateResult>(CreateContainer(record)); },
+        [record = c.record, replayed = call.replayed] {
+          return std::make_shared<CreateResult>(CreateContainer(record, replayed));
+        },
         [this, key, call = std::move(call), req = std::move(req)](std::shared_ptr<CreateResult> res) {
           auto it = containers_.find(key);
           Container& c = *it->second;
@@ -369,6 +382,9 @@ void TaskService::Kill(Call call) {
         [runc = RuncFor(c.record), id = c.id(), sig = static_cast<int>(req.signal()),
          all = req.all()]() mutable { return runc.Kill(id, sig, all); },
         [&c, call = std::move(call)](absl::Status st) {
+          // A replayed Kill that finds the process gone: the dead server's
+          // `runc kill`, an orphan now, got there first. It worked.
+          if (call.replayed && absl::IsNotFound(st)) st = absl::OkStatus();
           if (st.ok()) {
             call.Reply(google::protobuf::Empty());
           } else {
