@@ -261,13 +261,20 @@ class EventLog {
     absl::StatusOr<Subprocess> p = cd.RunCtrAsync({"events"});
     REQUIRE_OK(p);
     proc_ = std::move(*p);
-    // Subscribed once an event we cause shows up.
-    const std::string probe = UniqueName("evprobe");
-    absl::StatusOr<Result> r = cd.Ctr({"namespaces", "create", probe});
-    REQUIRE_OK(r);
-    REQUIRE(r->exit_code == 0);
-    REQUIRE_OK(proc_.WaitForOutput(probe, DeadlineIn(30s)));
-    (void)cd.Ctr({"namespaces", "remove", probe});
+    // Subscribed once an event we cause shows up. An event caused before
+    // the subscription took hold is never shown, so probe again (a new
+    // name each time) until one is, within the same 30 s.
+    const Deadline subscribed_by = DeadlineIn(30s);
+    absl::Status seen = absl::DeadlineExceededError("no probe event seen");
+    while (!seen.ok() && Clock::now() < subscribed_by) {
+      const std::string probe = UniqueName("evprobe");
+      absl::StatusOr<Result> r = cd.Ctr({"namespaces", "create", probe});
+      REQUIRE_OK(r);
+      REQUIRE(r->exit_code == 0);
+      seen = proc_.WaitForOutput(probe, std::min(subscribed_by, DeadlineIn(1s)));
+      (void)cd.Ctr({"namespaces", "remove", probe});
+    }
+    REQUIRE_OK(seen);
   }
   std::string Text() const { return proc_.out(); }
 
