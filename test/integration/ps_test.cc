@@ -12,6 +12,7 @@
 #include "test/support/private_containerd.h"
 #include "test/support/status_matchers.h"
 #include "test/support/subprocess.h"
+#include "test/integration/shim_test_util.h"
 
 namespace {
 
@@ -41,11 +42,26 @@ std::map<std::string, std::pair<std::string, std::string>> CtrTasks(PrivateConta
   return out;
 }
 
+// Removes what the fixture's teardown may leave of our shim when it has to
+// kill it (the instance directory and the pins). Declared before the
+// fixture, so it runs after the fixture's teardown, even when a test fails.
+struct ShimLeftovers {
+  std::string dir, pins;
+  ~ShimLeftovers() {
+    if (!dir.empty()) (void)test_support::RemoveTree(dir);
+    if (!pins.empty()) (void)test_support::RemoveTree(pins);
+  }
+};
+
 }  // namespace
 
 TEST_CASE("ps lists what ctr task ls shows, with exit statuses and the shim's own state") {
+  ShimLeftovers leftovers;
   auto cd = PrivateContainerd::Start();
   REQUIRE_OK(cd);
+  shim_test::Instance instance = shim_test::InstanceFor((*cd)->address());
+  leftovers.dir = instance.dir;
+  leftovers.pins = instance.pins;
   auto rootfs = (*cd)->MakeBusyboxRootfs();
   REQUIRE_OK(rootfs);
   const std::string ns = test_support::UniqueName("ps");
