@@ -232,14 +232,7 @@ TEST_CASE("1000 tracked processes exiting at once: 1000 reports, no duplicates",
   REQUIRE(DrainUntil(*m, col, [&] { return col.by_pid.size() == kProcs; },
                      std::chrono::seconds(120)));
   REQUIRE(m->Drain(col.cb()).ok());
-  CHECK(col.total == kProcs);
-  for (int i = 0; i < kProcs; ++i) {
-    pid_t pid = kids[i]->pid();
-    REQUIRE(col.count(pid) == 1);
-    CHECK(col.only(pid).wait_status == (i % 256) << 8);
-    CHECK(kids[i]->Reap() == col.only(pid).wait_status);
-    REQUIRE(m->Forget(pid).ok());
-  }
+  CheckEachReportedOnce(*m, col, kids);
   stats = m->Stats();
   REQUIRE(stats.ok());
   CHECK(stats->tracked == 0);

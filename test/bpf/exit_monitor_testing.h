@@ -112,6 +112,20 @@ struct Collector {
   const ExitRecord& only(pid_t pid) const { return by_pid.at(pid).at(0); }
 };
 
+// Every child in `kids` (child i exits with i % 256) was reported exactly
+// once, with the status wait(2) gives; each record is then forgotten.
+inline void CheckEachReportedOnce(ExitMonitor& m, const Collector& col,
+                                  const std::vector<std::unique_ptr<Child>>& kids) {
+  CHECK(col.total == kids.size());
+  for (size_t i = 0; i < kids.size(); ++i) {
+    pid_t pid = kids[i]->pid();
+    REQUIRE(col.count(pid) == 1);
+    CHECK(col.only(pid).wait_status == static_cast<int>(i % 256) << 8);
+    CHECK(kids[i]->Reap() == col.only(pid).wait_status);
+    REQUIRE(m.Forget(pid).ok());
+  }
+}
+
 // Drains on epoll readiness until done() holds or the deadline passes.
 inline bool DrainUntil(ExitMonitor& m, Collector& col, const std::function<bool()>& done,
                        std::chrono::seconds timeout = std::chrono::seconds(60)) {

@@ -182,14 +182,7 @@ TEST_CASE("processes exiting during the upgrade are each reported once", "[bpf][
   REQUIRE(replay.ok());
   CHECK(replay->empty());
 
-  CHECK(col.total == kProcs);
-  for (int i = 0; i < kProcs; ++i) {
-    pid_t pid = kids[i]->pid();
-    REQUIRE(col.count(pid) == 1);
-    CHECK(col.only(pid).wait_status == (i % 256) << 8);
-    CHECK(kids[i]->Reap() == col.only(pid).wait_status);
-    REQUIRE(b->Forget(pid).ok());
-  }
+  CheckEachReportedOnce(*b, col, kids);
   CheckClean(*b, pins);
 }
 
