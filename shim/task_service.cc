@@ -411,16 +411,18 @@ void TaskService::Wait(Call call) {
   c.waiters.push_back(std::move(call.responder));
 }
 
-void TaskService::OnExit(const bpf::ExitRecord& exit) {
-  auto it = by_pid_.find(exit.pid);
-  if (it == by_pid_.end()) {
-    (void)monitor_.Forget(exit.pid);  // not ours (any more)
-    return;
-  }
+Container* TaskService::ContainerOfPid(pid_t pid) {
+  auto it = by_pid_.find(pid);
+  if (it == by_pid_.end()) return nullptr;
   auto c = containers_.find(it->second);
-  if (c == containers_.end()) {
-    by_pid_.erase(it);
-    (void)monitor_.Forget(exit.pid);
+  return c == containers_.end() ? nullptr : c->second.get();
+}
+
+void TaskService::OnExit(const bpf::ExitRecord& exit) {
+  Container* c = ContainerOfPid(exit.pid);
+  if (!c) {
+    by_pid_.erase(exit.pid);
+    (void)monitor_.Forget(exit.pid);  // not ours (any more)
     return;
   }
   // The tracepoint fires in do_exit. A pid-namespace init is only done once
@@ -430,7 +432,7 @@ void TaskService::OnExit(const bpf::ExitRecord& exit) {
   if (waiting_reap_.contains(exit.pid)) return;  // a repeated report
   auto pidfd = bpf::PidfdOpen(exit.pid);
   auto start = bpf::ReadStartBoottime(exit.pid);
-  if (pidfd.ok() && start.ok() && bpf::SameStart(*start, c->second->record.start_boottime())) {
+  if (pidfd.ok() && start.ok() && bpf::SameStart(*start, c->record.start_boottime())) {
     int fd = pidfd->get();
     waiting_reap_[exit.pid] = std::move(*pidfd);
     (void)loop_.Add(fd, EPOLLIN, [this, fd, exit](uint32_t) {
@@ -444,15 +446,13 @@ void TaskService::OnExit(const bpf::ExitRecord& exit) {
 }
 
 void TaskService::OnReaped(const bpf::ExitRecord& exit) {
-  auto it = by_pid_.find(exit.pid);
-  if (it == by_pid_.end()) return;
-  auto c = containers_.find(it->second);
-  if (c == containers_.end()) return;
-  if (c->second->starting) {
-    c->second->exit_during_start = exit;
+  Container* c = ContainerOfPid(exit.pid);  // it may have gone meanwhile
+  if (!c) return;
+  if (c->starting) {
+    c->exit_during_start = exit;
     return;
   }
-  ApplyExit(*c->second, exit);
+  ApplyExit(*c, exit);
 }
 
 void TaskService::ApplyExit(Container& c, const bpf::ExitRecord& exit) {

@@ -69,6 +69,8 @@ class TaskService {
   // The container a request names, or the error to answer with.
   absl::StatusOr<Container*> Find(const std::string& ns, const std::string& id,
                                   const std::string& exec_id);
+  // The container whose init is `pid`, or null.
+  Container* ContainerOfPid(pid_t pid);
   // After the exited process's pidfd turned readable (see OnExit).
   void OnReaped(const bpf::ExitRecord& exit);
   void ApplyExit(Container& c, const bpf::ExitRecord& exit);
