@@ -45,8 +45,15 @@ void EventPublisher::LoadSpool() {
   std::vector<uint64_t> seqs;
   if (DIR* d = opendir(spool_dir_.c_str())) {
     while (dirent* e = readdir(d)) {
-      if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-      seqs.push_back(std::strtoull(e->d_name, nullptr, 10));
+      std::string name = e->d_name;
+      if (name == "." || name == "..") continue;
+      // Only whole events: a "<seq>.tmp" is one a dying server never
+      // finished writing, and it was never sent.
+      if (name.find_first_not_of("0123456789") != std::string::npos) {
+        unlink((spool_dir_ + "/" + name).c_str());
+        continue;
+      }
+      seqs.push_back(std::strtoull(name.c_str(), nullptr, 10));
     }
     closedir(d);
   }
@@ -56,7 +63,9 @@ void EventPublisher::LoadSpool() {
     std::stringstream bytes;
     bytes << in.rdbuf();
     ForwardRequest req;
-    if (!req.ParseFromString(bytes.str())) {
+    // An empty message parses too; containerd 1.6 dereferences the missing
+    // envelope and crashes, so never send one.
+    if (!req.ParseFromString(bytes.str()) || !req.has_envelope()) {
       LogError("events: dropping unreadable spool file {}", SpoolPath(seq));
       unlink(SpoolPath(seq).c_str());
       continue;

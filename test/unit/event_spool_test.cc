@@ -1,0 +1,37 @@
+// The event spool a restarted server resends: only whole events.
+#include <catch2/catch.hpp>
+
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include "events_task.pb.h"
+#include "shim/event_publisher.h"
+
+TEST_CASE("a restarted server resends only whole spooled events") {
+  char dir[] = "/tmp/event-spool-XXXXXX";
+  REQUIRE(mkdtemp(dir) != nullptr);
+  const std::string spool = dir;
+  auto loop = ttrpc::EventLoop::Create();
+  REQUIRE(loop.ok());
+  {
+    // The first server spools one event (containerd is unreachable: "").
+    shim::EventPublisher first(**loop, "", spool);
+    containerd::events::TaskExit exit;
+    exit.set_container_id("c1");
+    first.Publish("ns", "/tasks/exit", exit);
+    REQUIRE(first.queued() == 1);
+  }
+  // A dying server left a half-written "<seq>.tmp", and an empty file.
+  std::ofstream(spool + "/00000000000000000002.tmp") << "";
+  std::ofstream(spool + "/00000000000000000003") << "";
+
+  shim::EventPublisher next(**loop, "", spool);
+  CHECK(next.queued() == 1);  // only the whole event
+  CHECK(next.Spooled("/tasks/exit", "ns", "c1"));
+  CHECK(access((spool + "/00000000000000000002.tmp").c_str(), F_OK) != 0);
+  std::string cmd = "rm -rf " + spool;
+  CHECK(system(cmd.c_str()) == 0);
+}
