@@ -425,34 +425,42 @@ void TaskService::OnExit(const bpf::ExitRecord& exit) {
     (void)monitor_.Forget(exit.pid);  // not ours (any more)
     return;
   }
-  // The tracepoint fires in do_exit. A pid-namespace init is only done once
-  // the kernel has killed and reaped the rest of its namespace, and until
-  // then `runc delete` refuses ("not stopped"). Its pidfd turns readable at
-  // that point: report the exit then.
-  if (waiting_reap_.contains(exit.pid)) return;  // a repeated report
-  auto pidfd = bpf::PidfdOpen(exit.pid);
-  auto start = bpf::ReadStartBoottime(exit.pid);
-  if (pidfd.ok() && start.ok() && bpf::SameStart(*start, c->record.start_boottime())) {
-    int fd = pidfd->get();
-    waiting_reap_[exit.pid] = std::move(*pidfd);
-    (void)loop_.Add(fd, EPOLLIN, [this, fd, exit](uint32_t) {
-      loop_.Remove(fd);
-      waiting_reap_.erase(exit.pid);
-      OnReaped(exit);
-    });
-    return;
-  }
-  OnReaped(exit);  // already gone
-}
-
-void TaskService::OnReaped(const bpf::ExitRecord& exit) {
-  Container* c = ContainerOfPid(exit.pid);  // it may have gone meanwhile
-  if (!c) return;
   if (c->starting) {
     c->exit_during_start = exit;
     return;
   }
   ApplyExit(*c, exit);
+}
+
+void TaskService::WhenInitGone(Container& c, std::function<void()> then) {
+  if (c.state != ProcessState::kStopped) return then();
+  auto pidfd = bpf::PidfdOpen(static_cast<pid_t>(c.record.pid()));
+  auto start = bpf::ReadStartBoottime(static_cast<pid_t>(c.record.pid()));
+  if (!pidfd.ok() || !start.ok() || !bpf::SameStart(*start, c.record.start_boottime()))
+    return then();  // reaped already, or the pid is another process's now
+  // Whichever comes first, the pidfd or the time limit, runs `then`.
+  struct Wait {
+    base::UniqueFd pidfd;
+    std::function<void()> then;
+    ttrpc::EventLoop* loop;
+    void Fire() {
+      if (!then) return;
+      loop->Remove(pidfd.get());
+      pidfd.Reset();
+      std::exchange(then, nullptr)();
+    }
+  };
+  auto wait = std::make_shared<Wait>(Wait{std::move(*pidfd), std::move(then), &loop_});
+  if (absl::Status st = loop_.Add(wait->pidfd.get(), EPOLLIN, [wait](uint32_t) { wait->Fire(); });
+      !st.ok())
+    return wait->Fire();
+  loop_.RunAfter(kInitGoneLimit, [this, wait, &c] {
+    if (!wait->then) return;
+    LogFor(LogLevel::kWarn, c.ns(), c.id(),
+           "init pid {} exited {} s ago and its pid namespace is still not empty",
+           c.record.pid(), absl::ToInt64Seconds(kInitGoneLimit));
+    wait->Fire();
+  });
 }
 
 void TaskService::ApplyExit(Container& c, const bpf::ExitRecord& exit) {
@@ -512,34 +520,36 @@ void TaskService::Delete(Call call) {
       (void)monitor_.Untrack(c.record.pid());
       by_pid_.erase(c.record.pid());
     }
-    pool_.Run<absl::Status>(
-        [runc = RuncFor(c.record), id = c.id(), bundle = c.record.bundle(),
-         force = never_started]() mutable {
-          absl::Status st = runc.Delete(id, force);
-          if (absl::IsNotFound(st)) st = absl::OkStatus();  // already gone
-          absl::Status um = oci::UnmountRootfs(bundle + "/rootfs");
-          return st.ok() ? um : st;
-        },
-        [this, &c, call = std::move(call), never_started](absl::Status st) {
-          if (!st.ok()) {
-            LogFor(LogLevel::kError, c.ns(), c.id(), "delete failed: {}", st);
-            call.Fail(st);
-            return c.Done();
-          }
-          if (never_started) c.record.set_exited_at_unix_nano(NowUnixNano());
-          task::DeleteResponse resp = DeleteResponseOf(c.record);
+    WhenInitGone(c, [this, &c, call = std::move(call), never_started]() mutable {
+      pool_.Run<absl::Status>(
+          [runc = RuncFor(c.record), id = c.id(), bundle = c.record.bundle(),
+           force = never_started]() mutable {
+            absl::Status st = runc.Delete(id, force);
+            if (absl::IsNotFound(st)) st = absl::OkStatus();  // already gone
+            absl::Status um = oci::UnmountRootfs(bundle + "/rootfs");
+            return st.ok() ? um : st;
+          },
+          [this, &c, call = std::move(call), never_started](absl::Status st) {
+            if (!st.ok()) {
+              LogFor(LogLevel::kError, c.ns(), c.id(), "delete failed: {}", st);
+              call.Fail(st);
+              return c.Done();
+            }
+            if (never_started) c.record.set_exited_at_unix_nano(NowUnixNano());
+            task::DeleteResponse resp = DeleteResponseOf(c.record);
 
-          events::TaskDelete ev;
-          ev.set_container_id(c.id());
-          ev.set_id(c.id());
-          ev.set_pid(c.record.pid());
-          ev.set_exit_status(c.record.exit_status());
-          SetTimestamp(ev.mutable_exited_at(), c.record.exited_at_unix_nano());
-          events_.Publish(c.ns(), "/tasks/delete", ev);
-          LogFor(LogLevel::kInfo, c.ns(), c.id(), "deleted");
-          call.Reply(resp);
-          Remove(c);  // queued ops find the container gone
-        });
+            events::TaskDelete ev;
+            ev.set_container_id(c.id());
+            ev.set_id(c.id());
+            ev.set_pid(c.record.pid());
+            ev.set_exit_status(c.record.exit_status());
+            SetTimestamp(ev.mutable_exited_at(), c.record.exited_at_unix_nano());
+            events_.Publish(c.ns(), "/tasks/delete", ev);
+            LogFor(LogLevel::kInfo, c.ns(), c.id(), "deleted");
+            call.Reply(resp);
+            Remove(c);  // queued ops find the container gone
+          });
+    });
   });
 }
 

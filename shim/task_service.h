@@ -71,8 +71,12 @@ class TaskService {
                                   const std::string& exec_id);
   // The container whose init is `pid`, or null.
   Container* ContainerOfPid(pid_t pid);
-  // After the exited process's pidfd turned readable (see OnExit).
-  void OnReaped(const bpf::ExitRecord& exit);
+  // Runs `then` once c's exited init is wholly gone. The exit is reported
+  // at do_exit, but a pid-namespace init is only gone once the kernel has
+  // killed and reaped the rest of its namespace, and until then `runc
+  // delete` refuses ("not stopped"). Its pidfd turns readable at that point.
+  void WhenInitGone(Container& c, std::function<void()> then);
+  static constexpr absl::Duration kInitGoneLimit = absl::Seconds(10);
   void ApplyExit(Container& c, const bpf::ExitRecord& exit);
   void MarkStarted(Container& c);
   void AddTombstone(const embedshim::ContainerRecord& record);
@@ -90,8 +94,6 @@ class TaskService {
   bpf::ExitMonitor& monitor_;
   absl::flat_hash_map<Key, std::unique_ptr<Container>> containers_;
   absl::flat_hash_map<pid_t, Key> by_pid_;  // tracked init pids
-  // Exited inits whose pidfd is not readable yet (see OnExit).
-  absl::flat_hash_map<pid_t, base::UniqueFd> waiting_reap_;
   // Deleted containers' last records, for replayed Deletes.
   absl::flat_hash_map<Key, embedshim::ContainerRecord> tombstones_;
   static constexpr absl::Duration kTombstoneLife = absl::Minutes(2);

@@ -444,7 +444,7 @@ absl::Status Keeper::Resume(int state_fd) {
       c.out = Unhex(out);
       c.decoder.Feed(Unhex(partial));
       conns_[id] = std::move(c);
-      (void)loop_.Add(fd, EPOLLIN | EPOLLRDHUP | (conns_[id].out.empty() ? 0 : EPOLLOUT),
+      (void)loop_.Add(fd, EPOLLIN | EPOLLRDHUP | (conns_[id].out.empty() ? 0u : uint32_t{EPOLLOUT}),
                       [this, id](uint32_t ev) { OnConn(id, ev); });
     } else if (kind == "pending") {
       uint64_t seq, conn;
