@@ -7,7 +7,7 @@
 
 #define EM_MAX_TRACKED 8192
 #define EM_MAX_EXITED 8192
-#define EM_RINGBUF_BYTES (256 * 1024)
+#define EM_RINGBUF_BYTES (64 * 1024)  // a notification only: records stay in `exited`
 
 /* /proc/<pid>/stat gives start times in USER_HZ (100 on Linux) ticks, so a
  * start_boottime from user space is only exact to a tick; compare at that

@@ -13,6 +13,7 @@
 #include "absl/container/flat_hash_set.h"
 
 #include "base/absl_fmt.h"
+#include "base/startup_code.h"
 #include "bpf/exit_monitor.h"
 #include "shim/admin_service.h"
 #include "shim/event_publisher.h"
@@ -163,6 +164,7 @@ int RunDaemon(const Flags& flags) {
           flags.address, absl::ToDoubleMilliseconds(absl::Now() - started),
           service.container_count(), bpf::ExitMonitor::Version());
   keeper.Ready();
+  base::DropStartupCode();
   loop.Run();
 
   if (idle_exit && !keeper_gone) {

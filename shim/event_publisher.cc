@@ -30,6 +30,22 @@ std::string ContainerIdOf(const google::protobuf::Any& any) {
 
 }  // namespace
 
+std::string_view EventTypeOf(std::string_view topic) {
+  // Spelled out rather than read from the message's descriptor: that would
+  // build the reflection descriptors of events_task.proto and all it
+  // imports, descriptor.proto included, in a server that needs none.
+  static constexpr std::pair<std::string_view, std::string_view> kTypes[] = {
+      {"/tasks/create", "containerd.events.TaskCreate"},
+      {"/tasks/start", "containerd.events.TaskStart"},
+      {"/tasks/exit", "containerd.events.TaskExit"},
+      {"/tasks/delete", "containerd.events.TaskDelete"},
+      {"/tasks/oom", "containerd.events.TaskOOM"},
+  };
+  for (const auto& [t, type] : kTypes)
+    if (t == topic) return type;
+  return {};
+}
+
 EventPublisher::EventPublisher(ttrpc::EventLoop& loop, std::string ttrpc_address,
                                std::string spool_dir)
     : loop_(loop), address_(std::move(ttrpc_address)), spool_dir_(std::move(spool_dir)) {
@@ -88,14 +104,19 @@ bool EventPublisher::Spooled(const std::string& topic, const std::string& ns,
 }
 
 void EventPublisher::Publish(const std::string& ns, const std::string& topic,
-                             const google::protobuf::Message& event) {
+                             const google::protobuf::MessageLite& event) {
+  std::string_view type = EventTypeOf(topic);
+  if (type.empty()) {
+    LogError("events: no event type for topic {}; not sent", topic);
+    return;
+  }
   ForwardRequest req;
   auto* env = req.mutable_envelope();
   SetTimestamp(env->mutable_timestamp(), NowUnixNano());
   env->set_namespace_(ns);
   env->set_topic(topic);
   // containerd 1.6 resolves bare message names, not type.googleapis.com/ URLs.
-  env->mutable_event()->set_type_url(event.GetDescriptor()->full_name());
+  env->mutable_event()->set_type_url(std::string(type));
   env->mutable_event()->set_value(event.SerializeAsString());
   Queued q{next_seq_++, topic, ns, ContainerIdOf(env->event()), req.SerializeAsString()};
   std::string tmp = SpoolPath(q.seq) + ".tmp";

@@ -11,11 +11,17 @@
 #include <memory>
 #include <string>
 
-#include "google/protobuf/message.h"
+#include <string_view>
+
+#include "google/protobuf/message_lite.h"
 #include "ttrpc/client.h"
 #include "ttrpc/event_loop.h"
 
 namespace shim {
+
+// containerd's message name for the event of `topic` ("/tasks/exit" ->
+// "containerd.events.TaskExit"); empty for a topic the shim does not send.
+std::string_view EventTypeOf(std::string_view topic);
 
 class EventPublisher {
  public:
@@ -26,7 +32,7 @@ class EventPublisher {
   // Spools `event` under `topic` ("/tasks/exit") in `ns`, stamped now, and
   // sends it when its turn comes. Loop thread.
   void Publish(const std::string& ns, const std::string& topic,
-               const google::protobuf::Message& event);
+               const google::protobuf::MessageLite& event);
 
   // Whether an event of `topic` for container `id` in `ns` waits in the spool.
   bool Spooled(const std::string& topic, const std::string& ns, const std::string& id) const;

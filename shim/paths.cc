@@ -31,10 +31,6 @@ std::string InstancePaths::NamespaceSocket(const std::string& ns) const {
   return fmt::format("{}/ns-{}.sock", dir, StableHash(ns));
 }
 
-std::string InstancePaths::RecordPath(const std::string& ns, const std::string& id) const {
-  return fmt::format("{}/{}/{}.json", state, ns, id);
-}
-
 InstancePaths PathsFor(const std::string& containerd_address) {
   std::string address = containerd_address;
   if (address.rfind("unix://", 0) == 0) address.erase(0, 7);

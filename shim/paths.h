@@ -18,8 +18,6 @@ struct InstancePaths {
 
   // "unix://<socket>": what `start` prints and containerd dials.
   std::string address() const { return "unix://" + socket; }
-  // <state>/<namespace>/<id>.json
-  std::string RecordPath(const std::string& ns, const std::string& id) const;
   // <dir>/ns-<hash of namespace>.sock. containerd 1.6 sends no namespace with
   // its requests, so each namespace gets a socket of its own, and `start`
   // hands out the one for its -namespace: a connection's socket names its

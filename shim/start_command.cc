@@ -130,7 +130,10 @@ int RunStart(const Flags& flags) {
   std::string address = flags.namespace_.empty()
                             ? paths.address()
                             : "unix://" + paths.NamespaceSocket(flags.namespace_);
-  if (Listening(paths.socket)) {
+  if (!flags.namespace_.empty() && Listening(paths.NamespaceSocket(flags.namespace_))) {
+    // The usual case: the daemon already serves this namespace. One
+    // connect() instead of an RPC keeps `start` near the cost of an exec.
+  } else if (Listening(paths.socket)) {
     if (!flags.namespace_.empty()) {
       auto served = ServeNamespace(paths, flags.namespace_);
       if (!served.ok()) {

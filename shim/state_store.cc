@@ -9,10 +9,11 @@
 #include "base/errno_status.h"
 #include "base/unique_fd.h"
 #include "fmt/format.h"
-#include "google/protobuf/util/json_util.h"
 
 namespace shim {
 namespace {
+
+constexpr char kRecordSuffix[] = ".pb";
 
 absl::StatusOr<std::string> ReadAll(const std::string& path) {
   base::UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -30,16 +31,14 @@ absl::StatusOr<std::string> ReadAll(const std::string& path) {
 }  // namespace
 
 std::string StateStore::Path(const std::string& ns, const std::string& id) const {
-  return fmt::format("{}/{}/{}.json", dir_, ns, id);
+  return fmt::format("{}/{}/{}{}", dir_, ns, id, kRecordSuffix);
 }
 
 absl::Status StateStore::Save(const embedshim::ContainerRecord& record) const {
-  std::string json;
-  google::protobuf::util::JsonPrintOptions opts;
-  opts.add_whitespace = true;
-  opts.preserve_proto_field_names = true;
-  if (auto st = google::protobuf::util::MessageToJsonString(record, &json, opts); !st.ok())
-    return absl::InternalError(fmt::format("encode state: {}", st.ToString()));
+  // Binary protobuf: JSON would bring the reflection runtime (about 1 MiB
+  // of code and heap) into a process that otherwise never needs it.
+  std::string bytes;
+  if (!record.SerializeToString(&bytes)) return absl::InternalError("encode state record");
   std::string ns_dir = fmt::format("{}/{}", dir_, record.namespace_());
   if (mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST)
     return base::ErrnoStatus(fmt::format("mkdir {}", dir_));
@@ -49,7 +48,7 @@ absl::Status StateStore::Save(const embedshim::ContainerRecord& record) const {
   std::string tmp = path + ".tmp";
   base::UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!fd) return base::ErrnoStatus(fmt::format("open {}", tmp));
-  if (write(fd.get(), json.data(), json.size()) != static_cast<ssize_t>(json.size()))
+  if (write(fd.get(), bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size()))
     return base::ErrnoStatus(fmt::format("write {}", tmp));
   fd.Reset();
   // rename is atomic: a reader sees the old record or the new one, never a
@@ -62,11 +61,11 @@ absl::Status StateStore::Save(const embedshim::ContainerRecord& record) const {
 absl::StatusOr<embedshim::ContainerRecord> StateStore::Load(const std::string& ns,
                                                             const std::string& id) const {
   std::string path = Path(ns, id);
-  absl::StatusOr<std::string> json = ReadAll(path);
-  if (!json.ok()) return json.status();
+  absl::StatusOr<std::string> bytes = ReadAll(path);
+  if (!bytes.ok()) return bytes.status();
   embedshim::ContainerRecord record;
-  if (auto st = google::protobuf::util::JsonStringToMessage(*json, &record); !st.ok())
-    return absl::DataLossError(fmt::format("{}: {}", path, st.ToString()));
+  if (!record.ParseFromString(*bytes) || record.id() != id || record.namespace_() != ns)
+    return absl::DataLossError(fmt::format("{}: not a valid record", path));
   return record;
 }
 
@@ -91,8 +90,9 @@ std::vector<embedshim::ContainerRecord> StateStore::LoadAll(
     if (!sub) continue;
     while (dirent* f = readdir(sub)) {
       std::string name = f->d_name;
-      if (name.size() <= 5 || name.substr(name.size() - 5) != ".json") continue;
-      auto record = Load(ns_name, name.substr(0, name.size() - 5));
+      constexpr size_t n = sizeof kRecordSuffix - 1;
+      if (name.size() <= n || name.compare(name.size() - n, n, kRecordSuffix) != 0) continue;
+      auto record = Load(ns_name, name.substr(0, name.size() - n));
       if (record.ok()) {
         out.push_back(std::move(*record));
       } else if (errors) {

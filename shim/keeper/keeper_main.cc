@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "base/absl_fmt.h"
+#include "base/startup_code.h"
 #include "shim/keeper/keeper.h"
 #include "shim/log.h"
 
@@ -65,6 +66,7 @@ int main(int argc, char** argv) {
     shim::LogError("keeper: {}", st);
     return 1;
   }
+  base::DropStartupCode();
   (*loop)->Run();
   return 0;
 }

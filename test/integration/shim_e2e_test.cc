@@ -479,8 +479,8 @@ TEST_CASE("shim e2e: bad input gets a clear error and other containers keep runn
     INFO(resp.status().ToString());
     CHECK(absl::IsInvalidArgument(resp.status()));
     CHECK(Contains(base::ToStd(resp.status().message()), "../x"));
-    CHECK_FALSE(PathExists(e->instance().state + "/x.json"));
-    CHECK_FALSE(PathExists(e->instance().state + "/" + ns + "/../x.json"));
+    CHECK_FALSE(PathExists(e->instance().state + "/x.pb"));
+    CHECK_FALSE(PathExists(e->instance().state + "/" + ns + "/../x.pb"));
   }
 
   SECTION("a missing bundle: NotFound naming the path") {

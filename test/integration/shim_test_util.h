@@ -7,7 +7,7 @@
 // Where the shim keeps its things is computed here from the documented
 // contract (shim/paths.h), not taken from the shim: /run/containerd-embed
 // (or $EMBED_SHIM_RUN_DIR) / <16 hex digits of FNV-1a(containerd socket path)>,
-// with shim.sock, shim.log and state/<ns>/<id>.json, and the pins in
+// with shim.sock, shim.log and state/<ns>/<id>.pb, and the pins in
 // /sys/fs/bpf/containerd-embed/<instance>.
 #pragma once
 
@@ -88,7 +88,7 @@ struct Instance {
   std::string state;   // <dir>/state
   std::string pins;    // /sys/fs/bpf/containerd-embed/<name>
   std::string Record(const std::string& ns, const std::string& id) const {
-    return fmt::format("{}/{}/{}.json", state, ns, id);
+    return fmt::format("{}/{}/{}.pb", state, ns, id);
   }
 };
 

@@ -23,13 +23,13 @@ namespace {
 
 using namespace survival;
 
-// Every *.json below `dir` (records of containers).
-std::vector<std::string> JsonFilesUnder(const std::string& dir) {
+// Every *.pb below `dir` (records of containers).
+std::vector<std::string> RecordFilesUnder(const std::string& dir) {
   std::vector<std::string> out;
   std::error_code ec;
   for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
        !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
-    if (it->path().extension() == ".json") out.push_back(it->path().string());
+    if (it->path().extension() == ".pb") out.push_back(it->path().string());
   }
   return out;
 }
@@ -218,7 +218,7 @@ TEST_CASE("survival: keeper SIGKILLed: containerd cleans up through `delete` wit
     CHECK(mounts->empty());
   }
   {
-    std::vector<std::string> records = JsonFilesUnder(s->instance().state);
+    std::vector<std::string> records = RecordFilesUnder(s->instance().state);
     std::string list;
     for (const auto& r : records) list += r + "\n";
     INFO("records left:\n" << list);

@@ -35,3 +35,14 @@ TEST_CASE("a restarted server resends only whole spooled events") {
   std::string cmd = "rm -rf " + spool;
   CHECK(system(cmd.c_str()) == 0);
 }
+
+TEST_CASE("each topic's event type is containerd's message name for it") {
+  // The names are spelled out in the publisher (no reflection in the
+  // server); containerd resolves the event by exactly this name.
+  CHECK(shim::EventTypeOf("/tasks/create") == containerd::events::TaskCreate::descriptor()->full_name());
+  CHECK(shim::EventTypeOf("/tasks/start") == containerd::events::TaskStart::descriptor()->full_name());
+  CHECK(shim::EventTypeOf("/tasks/exit") == containerd::events::TaskExit::descriptor()->full_name());
+  CHECK(shim::EventTypeOf("/tasks/delete") == containerd::events::TaskDelete::descriptor()->full_name());
+  CHECK(shim::EventTypeOf("/tasks/oom") == containerd::events::TaskOOM::descriptor()->full_name());
+  CHECK(shim::EventTypeOf("/tasks/nope").empty());
+}
