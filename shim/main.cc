@@ -1,5 +1,7 @@
-// containerd-shim-embed-v1: one containerd shim (runtime v2) for all the
-// containers of a containerd daemon.
+// containerd-shim-embed-v1-server: one containerd shim (runtime v2) for all
+// the containers of a containerd daemon. containerd runs the small
+// containerd-shim-embed-v1 (launcher_main.cc), which execs this binary for
+// everything but the common `start`.
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -43,9 +45,11 @@ Flags (containerd passes them Go-style, with one dash):
   -h, --help           this text
   -v, --version        the version
 
+Binaries: containerd-shim-embed-v1 is what containerd runs; it answers the
+common `start` itself and hands everything else to containerd-shim-embed-v1-server.
 Processes: containerd-shim-embed-v1-keeper holds the sockets and connections;
-`containerd-shim-embed-v1 ... serve` (the server) does the rest and may be
-restarted or upgraded without containerd noticing.
+`containerd-shim-embed-v1-server ... serve` (the server) does the rest and may
+be restarted or upgraded without containerd noticing.
 
 Files: /run/containerd-embed/<instance>/{{shim.sock,ns-*.sock,shim.log,state/,events/}},
 and the exit monitor's pins in /sys/fs/bpf/containerd-embed/<instance>/.

@@ -1,5 +1,6 @@
 // `start`: one daemon per containerd. Under the instance lock, either find
-// the live daemon or start one, and print its address.
+// the live daemon or start one, and print its address. (The common case,
+// a daemon that already serves the namespace, is StartIfServing.)
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -16,6 +17,7 @@
 #include "shim/commands.h"
 #include "shim/instance_lock.h"
 #include "shim/paths.h"
+#include "shim/start_fast.h"
 #include "ttrpc/client.h"
 
 namespace shim {
@@ -24,8 +26,6 @@ namespace {
 constexpr int kReadyTimeoutMs = 20000;
 // Installed next to this binary.
 constexpr char kKeeperBinary[] = "containerd-shim-embed-v1-keeper";
-
-bool Listening(const std::string& socket) { return ttrpc::DialUnix(socket).ok(); }
 
 std::string LogTail(const std::string& path) {
   std::ifstream in(path);
@@ -98,17 +98,6 @@ absl::StatusOr<std::string> ServeNamespace(const InstancePaths& paths, const std
   return resp->address();
 }
 
-// Replaces ./address atomically, as runc-v2 does.
-absl::Status WriteAddressFile(const std::string& address) {
-  base::UniqueFd fd(open(".address", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-  if (!fd) return base::ErrnoStatus("open .address");
-  if (write(fd.get(), address.data(), address.size()) != static_cast<ssize_t>(address.size()))
-    return base::ErrnoStatus("write .address");
-  fd.Reset();
-  if (rename(".address", "address") != 0) return base::ErrnoStatus("rename .address");
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 int RunStart(const Flags& flags) {
@@ -116,6 +105,7 @@ int RunStart(const Flags& flags) {
     fmt::print(stderr, "start: -address (containerd's socket) is required\n");
     return 1;
   }
+  if (std::optional<int> rc = StartIfServing(flags)) return *rc;
   InstancePaths paths = PathsFor(flags.address);
   if (absl::Status st = MakeInstanceDir(paths); !st.ok()) {
     fmt::print(stderr, "start: {}\n", st);
@@ -130,10 +120,7 @@ int RunStart(const Flags& flags) {
   std::string address = flags.namespace_.empty()
                             ? paths.address()
                             : "unix://" + paths.NamespaceSocket(flags.namespace_);
-  if (!flags.namespace_.empty() && Listening(paths.NamespaceSocket(flags.namespace_))) {
-    // The usual case: the daemon already serves this namespace. One
-    // connect() instead of an RPC keeps `start` near the cost of an exec.
-  } else if (Listening(paths.socket)) {
+  if (Listening(paths.socket)) {
     if (!flags.namespace_.empty()) {
       auto served = ServeNamespace(paths, flags.namespace_);
       if (!served.ok()) {
@@ -148,7 +135,7 @@ int RunStart(const Flags& flags) {
     return 1;
   }
   // containerd 1.6 reloads a task after its own restart from the bundle's
-  // `address` file (read without trimming: no newline). cwd is the bundle.
+  // `address` file (read without trimming: no newline).
   if (absl::Status st = WriteAddressFile(address); !st.ok()) {
     fmt::print(stderr, "start: {}\n", st);
     return 1;

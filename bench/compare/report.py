@@ -143,6 +143,8 @@ def main():
                      if overhead.get('runc-v2') and overhead.get('embed') is not None else '–')
         rows.append('| ' + ' | '.join(cells) + ' |')
     row('/tasks/create → /tasks/start event (ms)', 'create_to_start_ms', digits=1)
+    row('shim\'s own time on create: containerd execs the shim → /tasks/create, minus that '
+        'container\'s traced `runc create` (ms)', 'shim_create_overhead_ms', digits=2)
 
     section('ttrpc: containerd.task.v2.Task/State on the shim\'s socket')
     row('State calls/s, 16 connections (3 s)', 'ttrpc_calls_per_s', digits=0)
@@ -170,8 +172,8 @@ def main():
            lambda v: f'{v:.2f}× ({r50:.2f} s vs {e50:.2f} s)')
     target('embed exit → /tasks/exit median ≤ 0.5 ms', get('exit_event_ms', 'embed'),
            lambda v: v <= 0.5, lambda v: f'{v:.3f} ms')
-    target('embed shim overhead on create ≤ 3 ms', overhead.get('embed'),
-           lambda v: v <= 3, lambda v: f'{v:.1f} ms')
+    target('embed shim overhead on create ≤ 3 ms (shim exec → /tasks/create − traced `runc create`)',
+           get('shim_create_overhead_ms', 'embed'), lambda v: v <= 3, lambda v: f'{v:.2f} ms')
     if a.big > 0:
         target(f'embed RSS at {a.big} containers ≤ 16 MiB (sum of VmRSS of all its processes)',
                get('big_rss_kib', 'embed', a.big, 1 / 1024), lambda v: v <= 16,

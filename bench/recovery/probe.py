@@ -175,7 +175,7 @@ def shim_pids(shim_dir, address):
     instance = os.path.join(os.environ.get("EMBED_SHIM_RUN_DIR", "/run/containerd-embed"),
                             instance_hash(address))
     keeper = os.path.realpath(os.path.join(shim_dir, "containerd-shim-embed-v1-keeper"))
-    out = server_pids(os.path.join(shim_dir, "containerd-shim-embed-v1"), address)
+    out = server_pids(os.path.join(shim_dir, "containerd-shim-embed-v1-server"), address)
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue

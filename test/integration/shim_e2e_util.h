@@ -57,19 +57,21 @@ inline constexpr char kNamespaceKey[] = "containerd-namespace-ttrpc";
 // ---------------------------------------------------------------------------
 // The shim's binary.
 
+// What containerd runs (it hands all but the common `start` to the server).
 inline std::string ShimBinary() {
   return test_support::DefaultShimDir() + "/containerd-shim-embed-v1";
 }
+inline std::string ServerBinary() { return ShimBinary() + "-server"; }
 
 // ---------------------------------------------------------------------------
 // Processes.
 
 // The long-lived processes of our shim serving `containerd_address`:
-//   servers  executable = our binary, the `serve` action and that address on
-//            the command line (a transient `start` or `delete` has no `serve`);
-//   keepers  another executable of ours (containerd-shim-embed-v1-keeper,
-//            which holds the sockets and restarts the server) whose command
-//            line has that address.
+//   servers  executable = containerd-shim-embed-v1-server, the `serve` action
+//            and that address on the command line (a transient `start` or
+//            `delete` has no `serve`);
+//   keepers  containerd-shim-embed-v1-keeper (which holds the sockets and
+//            restarts the server) with that address on its command line.
 // Not a host-wide grep: other tests' shims serve other addresses.
 struct ShimProcesses {
   std::vector<pid_t> servers;
@@ -92,14 +94,14 @@ struct ShimProcesses {
 
 inline ShimProcesses FindShimProcesses(const std::string& containerd_address) {
   std::error_code ec;
-  const std::string binary = std::filesystem::weakly_canonical(ShimBinary(), ec).string();
-  const std::string prefix = binary + "-";  // containerd-shim-embed-v1-keeper, ...
+  const std::string binary = std::filesystem::weakly_canonical(ServerBinary(), ec).string();
+  const std::string keeper = std::filesystem::weakly_canonical(ShimBinary() + "-keeper", ec).string();
   ShimProcesses out;
   for (pid_t pid : AllPids()) {
     std::optional<std::string> exe = ExePath(pid);
     if (!exe) continue;  // gone, or a zombie
     const bool server_exe = *exe == binary;
-    if (!server_exe && !exe->starts_with(prefix)) continue;
+    if (!server_exe && *exe != keeper) continue;
     std::vector<std::string> args = Cmdline(pid);
     bool serve = false, address = false;
     for (const std::string& a : args) {

@@ -242,7 +242,7 @@ TEST_CASE("survival: keeper SIGKILLed: containerd cleans up through `delete` wit
 TEST_CASE("survival: upgrade to a rebuilt binary keeps containers and an attached stdin",
           "[containerd][shim][survival][upgrade]") {
   const std::string build_dir = test_support::DefaultShimDir();
-  absl::StatusOr<Result> help = test_support::Run({build_dir + "/" + kServerName, "--help"});
+  absl::StatusOr<Result> help = test_support::Run({build_dir + "/" + kLauncherName, "--help"});
   REQUIRE_OK(help);
   bool implemented = false;
   for (const std::string& line : test_support::SplitLines(help->out)) {
@@ -257,7 +257,7 @@ TEST_CASE("survival: upgrade to a rebuilt binary keeps containers and an attache
   // (replaced by a file with a new inode) under the running shim.
   test_support::ScopedTempDir bin("embed-upgrade-", "/tmp");
   REQUIRE(bin.ok());
-  for (const char* name : {kServerName, kKeeperName})
+  for (const char* name : {kLauncherName, kServerName, kKeeperName})
     InstallCopy(build_dir + "/" + name, bin.Sub(name));
   auto s = Survival::Start(bin.path());
   const std::string ns = UniqueName("upgrade");
@@ -289,7 +289,7 @@ TEST_CASE("survival: upgrade to a rebuilt binary keeps containers and an attache
   const pid_t keeper = s->TheKeeper();
   const ino_t old_server_inode = ExeInode(server);
   const ino_t old_keeper_inode = ExeInode(keeper);
-  for (const char* name : {kServerName, kKeeperName})
+  for (const char* name : {kLauncherName, kServerName, kKeeperName})
     InstallCopy(build_dir + "/" + name, bin.Sub(name));
   const ino_t new_server_inode = InodeOf(bin.Sub(kServerName));
   const ino_t new_keeper_inode = InodeOf(bin.Sub(kKeeperName));
@@ -298,7 +298,7 @@ TEST_CASE("survival: upgrade to a rebuilt binary keeps containers and an attache
 
   const size_t offset = FileSize(s->instance().log);
   absl::StatusOr<Result> up =
-      test_support::Run({bin.Sub(kServerName), "-address", s->address(), "upgrade"}, 60s);
+      test_support::Run({bin.Sub(kLauncherName), "-address", s->address(), "upgrade"}, 60s);
   REQUIRE_OK(up);
   INFO("upgrade: " << *up << "\n" << s->Logs());
   REQUIRE(up->exit_code == 0);

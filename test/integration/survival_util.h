@@ -59,7 +59,8 @@ namespace survival {
 
 using namespace shim_test;
 
-inline constexpr char kServerName[] = "containerd-shim-embed-v1";
+inline constexpr char kLauncherName[] = "containerd-shim-embed-v1";  // what containerd runs
+inline constexpr char kServerName[] = "containerd-shim-embed-v1-server";
 inline constexpr char kKeeperName[] = "containerd-shim-embed-v1-keeper";
 
 // The tail of a text, for INFO messages.
