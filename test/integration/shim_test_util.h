@@ -349,11 +349,7 @@ class ShimFixture {
     absl::Status st = cd_->Shutdown();
     if (!st.ok()) fmt::print(stderr, "{} teardown: {}\n", who, st.ToString());
     cd_.reset();
-    // runc and crun leave their (empty) per-namespace root behind, as they
-    // do under runc-v2; the namespaces here are the test's own.
-    for (const std::string& ns : namespaces) {
-      if (ns != "default") (void)rmdir(("/run/containerd/runc/" + ns).c_str());
-    }
+    for (const std::string& ns : namespaces) test_support::RemoveRuncNamespaceRoot(ns);
     for (const std::string& leftover : {instance_.dir, instance_.pins}) {
       if (PathExists(leftover)) {
         if (absl::Status s = test_support::RemoveTree(leftover); !s.ok())

@@ -340,8 +340,13 @@ absl::Status PrivateContainerd::CleanupContainers() {
       args.insert(args.end(), containers.begin(), containers.end());
       (void)lines(args);
     }
+    RemoveRuncNamespaceRoot(ns);
   }
   return first;
+}
+
+void RemoveRuncNamespaceRoot(const std::string& ns) {
+  if (ns != "default") (void)rmdir(("/run/containerd/runc/" + ns).c_str());  // only if empty
 }
 
 absl::Status PrivateContainerd::Shutdown() {

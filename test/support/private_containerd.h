@@ -139,4 +139,9 @@ class PrivateContainerd {
   bool shut_down_ = false;
 };
 
+// runc and crun leave their (empty) per-namespace root,
+// /run/containerd/runc/<ns>, behind, as they do under runc-v2. Tests use
+// namespaces of their own and remove it when they are done.
+void RemoveRuncNamespaceRoot(const std::string& ns);
+
 }  // namespace test_support
