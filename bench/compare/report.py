@@ -284,6 +284,14 @@ METHOD = """## What was measured
   (`--log ... --log-format json create --bundle B --pid-file ...`); `runc delete -f` between runs
   is not timed. **Overhead** = median create path − median `runc create`: the shim's share plus
   ctr/containerd's (the latter is the same for both runtimes), so an upper bound on the shim's.
+- **shim's own time on create** (the target): per container, from the moment containerd
+  executes the shim binary (`start`; the `sched_process_exec` tracepoint, recorded system-wide
+  with `perf record` while the containers are created one by one) to the /tasks/create
+  envelope timestamp, minus that same container's `runc create` (its exec → the exit of its
+  last thread, same trace). Only processes descending from this containerd or its running
+  shims count. It holds the shim's exec and `start`, containerd reading the address and
+  dialing, the Create RPC around `runc create`, and the publish; not ctr, and not
+  containerd's work before it runs the shim.
 - **ttrpc State**: `build/bench/ttrpc/bench_ttrpc --socket <the task's address file> --service
   containerd.task.v2.Task --method State --payload-hex <StateRequest{id}>`: 16 connections
   (one BlockingClient per thread) calling back to back for 3 s, and the latency of one
