@@ -19,6 +19,7 @@
 #include "shim.pb.h"
 #include "shim/clock.h"
 #include "shim/commands.h"
+#include "shim/delete_response.h"
 #include "shim/oci/mount.h"
 #include "shim/oci/runc.h"
 #include "shim/paths.h"
@@ -65,10 +66,7 @@ absl::StatusOr<task::DeleteResponse> DeleteThroughDaemon(const InstancePaths& pa
 }
 
 // By hand, from the record: the daemon is gone.
-task::DeleteResponse DeleteByHand(const InstancePaths& paths,
-                                  const embedshim::ContainerRecord& r) {
-  task::DeleteResponse resp;
-  resp.set_pid(r.pid());
+task::DeleteResponse DeleteByHand(const InstancePaths& paths, embedshim::ContainerRecord r) {
   int64_t exited_at = r.exited_at_unix_nano();
   uint32_t exit_status = r.exit_status();
   if (r.status() != embedshim::STOPPED && r.pid() != 0) {
@@ -100,9 +98,9 @@ task::DeleteResponse DeleteByHand(const InstancePaths& paths,
   if (absl::Status st = oci::UnmountRootfs(r.bundle() + "/rootfs"); !st.ok())
     fmt::print(stderr, "delete: unmount: {}\n", st);
   (void)StateStore(paths.state).Remove(r.namespace_(), r.id());
-  resp.set_exit_status(exit_status);
-  SetTimestamp(resp.mutable_exited_at(), exited_at);
-  return resp;
+  r.set_exit_status(exit_status);
+  r.set_exited_at_unix_nano(exited_at);
+  return DeleteResponseOf(r);
 }
 
 }  // namespace
@@ -118,10 +116,7 @@ int RunDelete(const Flags& flags) {
   auto record = store.Load(flags.namespace_, flags.id);
   task::DeleteResponse resp;
   if (record.ok() && record->status() == embedshim::DELETED) {
-    // Deleted normally: its tombstone still has the real exit.
-    resp.set_pid(record->pid());
-    resp.set_exit_status(record->exit_status());
-    SetTimestamp(resp.mutable_exited_at(), record->exited_at_unix_nano());
+    resp = DeleteResponseOf(*record);  // deleted normally: its tombstone has the real exit
   } else if (!record.ok()) {
     // Nothing persisted: deleted normally, or never created. Only make sure
     // nothing is left mounted in this container's own bundle.

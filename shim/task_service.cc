@@ -14,6 +14,7 @@
 #include "google/protobuf/empty.pb.h"
 #include "shim.pb.h"
 #include "shim/clock.h"
+#include "shim/delete_response.h"
 #include "shim/log.h"
 #include "shim/oci/mount.h"
 #include "shim/oci/runc.h"
@@ -569,14 +570,6 @@ void TaskService::Remove(Container& c) {
   c.Done();
   containers_.erase(key);
   MaybeIdle();
-}
-
-task::DeleteResponse TaskService::DeleteResponseOf(const embedshim::ContainerRecord& r) {
-  task::DeleteResponse resp;
-  resp.set_pid(r.pid());
-  resp.set_exit_status(r.exit_status());
-  SetTimestamp(resp.mutable_exited_at(), r.exited_at_unix_nano());
-  return resp;
 }
 
 void TaskService::AddTombstone(const embedshim::ContainerRecord& r) {

@@ -80,8 +80,6 @@ class TaskService {
   void ApplyExit(Container& c, const bpf::ExitRecord& exit);
   void MarkStarted(Container& c);
   void AddTombstone(const embedshim::ContainerRecord& record);
-  static containerd::task::v2::DeleteResponse DeleteResponseOf(
-      const embedshim::ContainerRecord& record);
   static bool InRuncInit(pid_t pid);
   void Persist(const Container& c);
   void Remove(Container& c);
