@@ -617,6 +617,49 @@ TEST_CASE("shim e2e: after the last container is deleted nothing of the shim rem
   CHECK(PathExists(inst.socket));
 }
 
+TEST_CASE("shim e2e: the launcher answers `start` alone while the shim serves the namespace",
+          "[containerd][shim][e2e][start]") {
+  // containerd execs containerd-shim-embed-v1 once per task. When the shim
+  // already serves the namespace, the launcher must answer by itself (one
+  // connect, no RPC, no server binary). A copy of the launcher with no
+  // server binary next to it proves it: handing off would fail (exec).
+  auto e = E2E::Start();
+  const std::string ns = UniqueName("launch");
+  const std::string id = UniqueName("running");
+  RunDetached(e->cd(), ns, e->Rootfs(), id, {"sleep", "100000"});
+  absl::StatusOr<std::string> served = test_support::ReadFile(e->Bundle(ns, id) + "/address");
+  REQUIRE_OK(served);
+
+  test_support::ScopedTempDir dir("embed-launcher-", "/tmp");
+  REQUIRE(dir.ok());
+  const std::string launcher = dir.Sub("containerd-shim-embed-v1");
+  REQUIRE_OK(test_support::Run({"cp", ShimBinary(), launcher}));
+  REQUIRE(mkdir(dir.Sub("bundle").c_str(), 0700) == 0);
+  auto start = [&](const std::string& space) {
+    SpawnOptions o;
+    o.argv = {launcher, "-namespace", space, "-address", e->address(), "-publish-binary",
+              "/usr/bin/containerd", "-id", UniqueName("next"), "start"};
+    o.cwd = dir.Sub("bundle");
+    absl::StatusOr<Result> r = test_support::Run(std::move(o), 30s);
+    REQUIRE_OK(r);
+    return *r;
+  };
+  Result r = start(ns);
+  INFO("start: " << r.ToString());
+  CHECK(r.exit_code == 0);
+  CHECK(r.out == *served);  // the namespace's socket, and nothing else on stdout
+  absl::StatusOr<std::string> written = test_support::ReadFile(dir.Sub("bundle/address"));
+  REQUIRE_OK(written);
+  CHECK(*written == *served);
+
+  // A namespace the shim does not serve yet needs the server binary: the
+  // launcher hands off, and says clearly that it cannot.
+  Result other = start(UniqueName("newns"));
+  INFO("start in a new namespace: " << other.ToString());
+  CHECK(other.exit_code == 127);
+  CHECK(Contains(other.err, "containerd-shim-embed-v1-server"));
+}
+
 TEST_CASE("shim e2e: `delete` by hand after the daemon was SIGKILLed reports the real exit status",
           "[containerd][shim][e2e][delete]") {
   auto e = E2E::Start();
