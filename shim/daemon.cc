@@ -34,6 +34,14 @@ namespace {
 constexpr absl::Duration kIdleLinger = absl::Seconds(1);
 // How long undelivered events may hold up an idle exit.
 constexpr absl::Duration kEventFlushLimit = absl::Seconds(5);
+// A daemon that no Create reaches within this long leaves
+// (TaskService::ShutdownIfUnused). $EMBED_SHIM_UNUSED_LIMIT_MS overrides it.
+constexpr absl::Duration kUnusedLimit = absl::Minutes(1);
+
+absl::Duration UnusedLimit() {
+  const char* ms = std::getenv("EMBED_SHIM_UNUSED_LIMIT_MS");
+  return ms && *ms ? absl::Milliseconds(std::atoll(ms)) : kUnusedLimit;
+}
 
 // Removes everything the instance created. Called with the start lock held,
 // so no `start` sees a half-removed instance.
@@ -151,6 +159,11 @@ int RunDaemon(const Flags& flags) {
   service.SetOnIdle([&] {
     idle_since = absl::Now();
     loop.RunAfter(kIdleLinger, check_idle);
+  });
+  const absl::Duration unused_limit = UnusedLimit();
+  loop.RunAfter(unused_limit, [&] {
+    if (service.ShutdownIfUnused())
+      LogInfo("no container arrived within {}: leaving", absl::FormatDuration(unused_limit));
   });
   (void)loop.Add(signal_fd.get(), EPOLLIN, [&](uint32_t) {
     signalfd_siginfo info;

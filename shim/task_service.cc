@@ -183,6 +183,7 @@ void TaskService::Persist(const Container& c) {
 }
 
 void TaskService::Create(Call call) {
+  ++creates_seen_;
   auto req = call.Parse<task::CreateTaskRequest>();
   if (!req.ok()) return call.Fail(req.status());
   const std::string& id = req->id();
@@ -638,6 +639,13 @@ void TaskService::CloseIO(Call call) {
   if (!found.ok()) return call.Fail(found.status());
   if (req->stdin() && drop_fd_) drop_fd_((*found)->stdin_keepalive_name());
   call.Reply(google::protobuf::Empty());
+}
+
+bool TaskService::ShutdownIfUnused() {
+  if (creates_seen_ > 0 || !containers_.empty()) return false;
+  shutdown_requested_ = true;
+  MaybeIdle();
+  return true;
 }
 
 void TaskService::MaybeIdle() {

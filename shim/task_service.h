@@ -50,6 +50,11 @@ class TaskService {
   // The namespaces that have containers.
   std::vector<std::string> Namespaces() const;
   bool shutdown_requested() const { return shutdown_requested_; }
+  // Leaves as if Shutdown had been asked, if no Create ever reached this
+  // server and it recovered no container: `start` spawned it for a task that
+  // never came (containerd died in between, or `start` was run by hand).
+  // Returns whether it will leave.
+  bool ShutdownIfUnused();
 
  private:
   struct Call;
@@ -96,6 +101,7 @@ class TaskService {
   absl::flat_hash_map<Key, embedshim::ContainerRecord> tombstones_;
   static constexpr absl::Duration kTombstoneLife = absl::Minutes(2);
   bool shutdown_requested_ = false;
+  uint64_t creates_seen_ = 0;
   std::function<void()> on_idle_;
   KeepFd keep_fd_;
   DropFd drop_fd_;

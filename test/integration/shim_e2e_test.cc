@@ -660,6 +660,35 @@ TEST_CASE("shim e2e: the launcher answers `start` alone while the shim serves th
   CHECK(Contains(other.err, "containerd-shim-embed-v1-server"));
 }
 
+TEST_CASE("shim e2e: a daemon that no Create reaches leaves by itself, and leaves nothing",
+          "[containerd][shim][e2e][start]") {
+  // `start` spawns the daemon, but the task never comes (containerd died in
+  // between, or someone ran `start` by hand). Without Shutdown the daemon
+  // must still go: after a minute, here after 300 ms.
+  auto e = E2E::Start();
+  REQUIRE(e->processes().empty());
+  test_support::ScopedTempDir bundle("embed-unused-", "/tmp");
+  REQUIRE(bundle.ok());
+  SpawnOptions o;
+  o.argv = {ShimBinary(), "-namespace", UniqueName("unused"), "-address", e->address(),
+            "-publish-binary", "/usr/bin/containerd", "-id", UniqueName("never"), "start"};
+  o.cwd = bundle.path();
+  o.env = {{"EMBED_SHIM_UNUSED_LIMIT_MS", "300"}};
+  absl::StatusOr<Result> r = test_support::Run(std::move(o), 60s);
+  REQUIRE_OK(r);
+  INFO("start: " << r->ToString() << "\nshim log:\n" << e->ShimLog());
+  REQUIRE(r->exit_code == 0);
+  ShimProcesses procs = e->processes();
+  REQUIRE(procs.size() == 2);  // a server and its keeper
+  for (pid_t pid : procs.all()) {
+    base::UniqueFd fd = OpenPidfd(pid);
+    REQUIRE(fd.valid());
+    CHECK(WaitExited(fd, DeadlineIn(30s)));
+  }
+  CHECK_FALSE(PathExists(e->instance().dir));
+  CHECK_FALSE(PathExists(e->instance().pins));
+}
+
 TEST_CASE("shim e2e: `delete` by hand after the daemon was SIGKILLed reports the real exit status",
           "[containerd][shim][e2e][delete]") {
   auto e = E2E::Start();
