@@ -40,6 +40,8 @@ std::string_view EventTypeOf(std::string_view topic) {
       {"/tasks/exit", "containerd.events.TaskExit"},
       {"/tasks/delete", "containerd.events.TaskDelete"},
       {"/tasks/oom", "containerd.events.TaskOOM"},
+      {"/tasks/paused", "containerd.events.TaskPaused"},
+      {"/tasks/resumed", "containerd.events.TaskResumed"},
   };
   for (const auto& [t, type] : kTypes)
     if (t == topic) return type;

@@ -131,6 +131,7 @@ void TaskService::RegisterOn(ttrpc::Server& server) {
       {"Wait", &TaskService::Wait},       {"Delete", &TaskService::Delete},
       {"Pids", &TaskService::Pids},       {"Connect", &TaskService::Connect},
       {"Shutdown", &TaskService::Shutdown}, {"CloseIO", &TaskService::CloseIO},
+      {"Pause", &TaskService::Pause},     {"Resume", &TaskService::Resume},
   };
   // containerd 2.x may speak v3; its messages are v2's under another name.
   for (const char* service : {"containerd.task.v2.Task", "containerd.task.v3.Task"}) {
@@ -152,8 +153,7 @@ void TaskService::RegisterOn(ttrpc::Server& server) {
         (this->*method)(std::move(call));
       });
     }
-    for (const char* name : {"Pause", "Resume", "Checkpoint", "Exec", "ResizePty", "Update",
-                             "Stats"}) {
+    for (const char* name : {"Checkpoint", "Exec", "ResizePty", "Update", "Stats"}) {
       server.Register(service, name, [name](ttrpc::RequestContext, std::string,
                                             ttrpc::Responder r) {
         r.Reply(absl::UnimplementedError(
@@ -393,6 +393,66 @@ void TaskService::Kill(Call call) {
             LogFor(LogLevel::kWarn, c.ns(), c.id(), "kill: {}", st);
             call.Fail(st);
           }
+          c.Done();
+        });
+  });
+}
+
+void TaskService::Pause(Call call) {
+  auto req = call.Parse<task::PauseRequest>();
+  if (!req.ok()) return call.Fail(req.status());
+  Freeze(std::move(call), req->id(), ProcessEvent::kPause);
+}
+
+void TaskService::Resume(Call call) {
+  auto req = call.Parse<task::ResumeRequest>();
+  if (!req.ok()) return call.Fail(req.status());
+  Freeze(std::move(call), req->id(), ProcessEvent::kResume);
+}
+
+void TaskService::Freeze(Call call, const std::string& id, ProcessEvent event) {
+  auto found = Find(call.ns, id, "");
+  if (!found.ok()) return call.Fail(found.status());
+  Container& c = **found;
+  c.RunSerially([this, &c, call = std::move(call), event]() mutable {
+    const bool pause = event == ProcessEvent::kPause;
+    const ProcessState target = pause ? ProcessState::kPaused : ProcessState::kRunning;
+    if (call.replayed && c.state == target) {  // it worked the first time
+      call.Reply(google::protobuf::Empty());
+      return c.Done();
+    }
+    if (auto next = Transition(c.state, event); !next.ok()) {
+      call.Fail(next.status());
+      return c.Done();
+    }
+    pool_.Run<absl::Status>(
+        [runc = RuncFor(c.record), id = c.id(), pause] {
+          return pause ? runc.Pause(id) : runc.Resume(id);
+        },
+        [this, &c, call = std::move(call), pause, target](absl::Status st) {
+          // A replayed one: the dead server's `runc pause|resume`, an orphan
+          // now, may have done it first, and runc refuses to do it twice.
+          if (!st.ok() && call.replayed &&
+              st.message().find(pause ? "not running" : "not paused") != absl::string_view::npos)
+            st = absl::OkStatus();
+          if (!st.ok()) {
+            LogFor(LogLevel::kWarn, c.ns(), c.id(), "{}: {}", pause ? "pause" : "resume", st);
+            call.Fail(st);
+            return c.Done();
+          }
+          if (c.state != ProcessState::kStopped) c.state = target;  // an exit meanwhile wins
+          LogFor(LogLevel::kInfo, c.ns(), c.id(), "{}", pause ? "paused" : "resumed");
+          if (pause) {
+            events::TaskPaused ev;
+            ev.set_container_id(c.id());
+            events_.Publish(c.ns(), "/tasks/paused", ev);
+          } else {
+            events::TaskResumed ev;
+            ev.set_container_id(c.id());
+            events_.Publish(c.ns(), "/tasks/resumed", ev);
+          }
+          Persist(c);
+          call.Reply(google::protobuf::Empty());
           c.Done();
         });
   });

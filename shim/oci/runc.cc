@@ -399,6 +399,12 @@ absl::Status Runc::Delete(const std::string& id, bool force) const {
   return Run("delete", args, nullptr).status();
 }
 
+absl::Status Runc::Pause(const std::string& id) const { return Run("pause", {id}, nullptr).status(); }
+
+absl::Status Runc::Resume(const std::string& id) const {
+  return Run("resume", {id}, nullptr).status();
+}
+
 absl::StatusOr<std::vector<pid_t>> Runc::Ps(const std::string& id) const {
   absl::StatusOr<std::string> out = Run("ps", {"--format", "json", id}, nullptr);
   if (!out.ok()) return out.status();

@@ -74,6 +74,9 @@ class Runc {
   absl::Status Kill(const std::string& id, int signal, bool all) const;
   // delete [--force] ID
   absl::Status Delete(const std::string& id, bool force) const;
+  // pause ID / resume ID: freeze or thaw every process of the container.
+  absl::Status Pause(const std::string& id) const;
+  absl::Status Resume(const std::string& id) const;
   // ps --format json ID: the pids in the container.
   absl::StatusOr<std::vector<pid_t>> Ps(const std::string& id) const;
 

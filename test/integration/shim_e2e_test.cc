@@ -660,6 +660,46 @@ TEST_CASE("shim e2e: the launcher answers `start` alone while the shim serves th
   CHECK(Contains(other.err, "containerd-shim-embed-v1-server"));
 }
 
+TEST_CASE("shim e2e: ctr task pause and resume freeze and thaw the container",
+          "[containerd][shim][e2e][pause]") {
+  auto e = E2E::Start();
+  const std::string ns = UniqueName("pause");
+  const std::string id = UniqueName("frozen");
+  RunDetached(e->cd(), ns, e->Rootfs(), id, {"sleep", "100000"});
+  // runc reads the cgroup freezer: it says what the kernel did.
+  auto runc_status = [&] {
+    absl::StatusOr<Result> st =
+        test_support::Run({"runc", "--root", "/run/containerd/runc/" + ns, "state", id});
+    REQUIRE_OK(st);
+    INFO(*st);
+    REQUIRE(st->exit_code == 0);
+    return st->out;
+  };
+  INFO("shim log:\n" << e->ShimLog());
+
+  CtrOk(e->cd(), {"-n", ns, "tasks", "pause", id});
+  CHECK(ListTasks(e->cd(), ns)[id].status == "PAUSED");
+  CHECK(Contains(runc_status(), "\"status\": \"paused\""));
+
+  // Illegal transitions get a clear error and change nothing.
+  absl::StatusOr<Result> again = e->cd().Ctr({"-n", ns, "tasks", "pause", id});
+  REQUIRE_OK(again);
+  CHECK(again->exit_code != 0);
+  CHECK(Contains(again->err, "cannot pause a paused process"));
+  absl::StatusOr<Result> rm = e->cd().Ctr({"-n", ns, "tasks", "rm", id});
+  REQUIRE_OK(rm);
+  CHECK(rm->exit_code != 0);
+  CHECK(ListTasks(e->cd(), ns)[id].status == "PAUSED");
+
+  CtrOk(e->cd(), {"-n", ns, "tasks", "resume", id});
+  CHECK(ListTasks(e->cd(), ns)[id].status == "RUNNING");
+  CHECK(Contains(runc_status(), "\"status\": \"running\""));
+  absl::StatusOr<Result> resume_again = e->cd().Ctr({"-n", ns, "tasks", "resume", id});
+  REQUIRE_OK(resume_again);
+  CHECK(resume_again->exit_code != 0);
+  CHECK(Contains(resume_again->err, "cannot resume a running process"));
+}
+
 TEST_CASE("shim e2e: a daemon that no Create reaches leaves by itself, and leaves nothing",
           "[containerd][shim][e2e][start]") {
   // `start` spawns the daemon, but the task never comes (containerd died in

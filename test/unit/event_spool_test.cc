@@ -44,5 +44,7 @@ TEST_CASE("each topic's event type is containerd's message name for it") {
   CHECK(shim::EventTypeOf("/tasks/exit") == containerd::events::TaskExit::descriptor()->full_name());
   CHECK(shim::EventTypeOf("/tasks/delete") == containerd::events::TaskDelete::descriptor()->full_name());
   CHECK(shim::EventTypeOf("/tasks/oom") == containerd::events::TaskOOM::descriptor()->full_name());
+  CHECK(shim::EventTypeOf("/tasks/paused") == containerd::events::TaskPaused::descriptor()->full_name());
+  CHECK(shim::EventTypeOf("/tasks/resumed") == containerd::events::TaskResumed::descriptor()->full_name());
   CHECK(shim::EventTypeOf("/tasks/nope").empty());
 }
