@@ -27,14 +27,16 @@ set -- \
   events_ttrpc.proto  "$ctrd/api/services/ttrpc/events/v1/events.proto" \
   runc_options.proto  "$ctrd/runtime/v2/runc/options/oci.proto" \
   runctypes.proto     "$ctrd/runtime/linux/runctypes/runc.proto" \
-  runtimeoptions.proto "$ctrd/pkg/runtimeoptions/v1/api.proto"
+  runtimeoptions.proto "$ctrd/pkg/runtimeoptions/v1/api.proto" \
+  cgroups_v1.proto    "$gocode/github.com/containerd/cgroups/stats/v1/metrics.proto" \
+  cgroups_v2.proto    "$gocode/github.com/containerd/cgroups/v2/stats/metrics.proto"
 
 names=""
 while [ $# -gt 0 ]; do
   name=$1 src=$2
   shift 2
   if [ ! -f "$src" ]; then
-    echo "generate.sh: $src is missing: install golang-github-containerd-containerd-dev and golang-github-gogo-protobuf-dev" >&2
+    echo "generate.sh: $src is missing: install golang-github-containerd-containerd-dev, golang-github-containerd-cgroups-dev and golang-github-gogo-protobuf-dev" >&2
     exit 1
   fi
   sed -e 's/^import weak /import /' \

@@ -13,6 +13,7 @@
 #include "fmt/format.h"
 #include "google/protobuf/empty.pb.h"
 #include "shim.pb.h"
+#include "shim/cgroup_metrics.h"
 #include "shim/clock.h"
 #include "shim/delete_response.h"
 #include "shim/log.h"
@@ -132,6 +133,7 @@ void TaskService::RegisterOn(ttrpc::Server& server) {
       {"Pids", &TaskService::Pids},       {"Connect", &TaskService::Connect},
       {"Shutdown", &TaskService::Shutdown}, {"CloseIO", &TaskService::CloseIO},
       {"Pause", &TaskService::Pause},     {"Resume", &TaskService::Resume},
+      {"Stats", &TaskService::Stats},
   };
   // containerd 2.x may speak v3; its messages are v2's under another name.
   for (const char* service : {"containerd.task.v2.Task", "containerd.task.v3.Task"}) {
@@ -153,7 +155,7 @@ void TaskService::RegisterOn(ttrpc::Server& server) {
         (this->*method)(std::move(call));
       });
     }
-    for (const char* name : {"Checkpoint", "Exec", "ResizePty", "Update", "Stats"}) {
+    for (const char* name : {"Checkpoint", "Exec", "ResizePty", "Update"}) {
       server.Register(service, name, [name](ttrpc::RequestContext, std::string,
                                             ttrpc::Responder r) {
         r.Reply(absl::UnimplementedError(
@@ -456,6 +458,34 @@ void TaskService::Freeze(Call call, const std::string& id, ProcessEvent event) {
           c.Done();
         });
   });
+}
+
+void TaskService::Stats(Call call) {
+  auto req = call.Parse<task::StatsRequest>();
+  if (!req.ok()) return call.Fail(req.status());
+  auto found = Find(call.ns, req->id(), "");
+  if (!found.ok()) return call.Fail(found.status());
+  const Container& c = **found;
+  if (c.state == ProcessState::kStopped)
+    return call.Fail(absl::FailedPreconditionError(
+        fmt::format("container {} has exited: no cgroup to read", c.id())));
+  pool_.Run<absl::StatusOr<CgroupMetrics>>(
+      [pid = static_cast<pid_t>(c.record.pid()), start = c.record.start_boottime(),
+       id = c.id()]() -> absl::StatusOr<CgroupMetrics> {
+        // The pid must still be the container's init: pids get reused.
+        auto same = bpf::IsSameLiveProcess(pid, start);
+        if (!same.ok() || !*same)
+          return absl::FailedPreconditionError(
+              fmt::format("container {} has exited: no cgroup to read", id));
+        return ReadCgroupMetrics(pid);
+      },
+      [call = std::move(call)](absl::StatusOr<CgroupMetrics> metrics) {
+        if (!metrics.ok()) return call.Fail(metrics.status());
+        task::StatsResponse resp;
+        resp.mutable_stats()->set_type_url(metrics->type_url);
+        resp.mutable_stats()->set_value(std::move(metrics->value));
+        call.Reply(resp);
+      });
 }
 
 void TaskService::Wait(Call call) {

@@ -700,6 +700,63 @@ TEST_CASE("shim e2e: ctr task pause and resume freeze and thaw the container",
   CHECK(Contains(resume_again->err, "cannot resume a running process"));
 }
 
+TEST_CASE("shim e2e: ctr task metrics reads the container's own cgroup",
+          "[containerd][shim][e2e][stats]") {
+  auto e = E2E::Start();
+  const std::string ns = UniqueName("metrics");
+  const std::string id = UniqueName("measured");
+  const pid_t pid = RunDetached(e->cd(), ns, e->Rootfs(), id, {"sleep", "100000"});
+  // `ctr tasks metrics` prints "METRIC VALUE" rows (v1 or v2 names).
+  auto metrics = [&] {
+    std::map<std::string, std::string> rows;
+    for (const std::string& line :
+         test_support::SplitLines(CtrOk(e->cd(), {"-n", ns, "tasks", "metrics", id}))) {
+      std::vector<std::string> f = test_support::Split(line, ' ');
+      if (f.size() >= 2) rows[f[0]] = f[1];
+    }
+    return rows;
+  };
+  std::map<std::string, std::string> rows = metrics();
+  INFO("shim log:\n" << e->ShimLog());
+  CHECK(rows["pids.current"] == "1");  // the container's init, alone
+  const bool v1 = rows.contains("memory.usage_in_bytes");
+  const std::string usage = rows[v1 ? "memory.usage_in_bytes" : "memory.usage"];
+  CHECK(!usage.empty());
+  CHECK(std::stoull(usage.empty() ? "0" : usage) > 0);
+  // The same number as the container's cgroup says, not the host's or ours.
+  if (v1) {
+    std::string memory_cgroup;
+    absl::StatusOr<std::string> cgroups = test_support::ReadFile(fmt::format("/proc/{}/cgroup", pid));
+    REQUIRE_OK(cgroups);
+    for (const std::string& line : test_support::SplitLines(*cgroups)) {
+      std::vector<std::string> f = test_support::Split(line, ':');
+      if (f.size() == 3 && f[1] == "memory") memory_cgroup = f[2];
+    }
+    REQUIRE(!memory_cgroup.empty());
+    CHECK(Contains(memory_cgroup, id));
+    absl::StatusOr<std::string> limit =
+        test_support::ReadFile("/sys/fs/cgroup/memory" + memory_cgroup + "/memory.limit_in_bytes");
+    REQUIRE_OK(limit);
+    CHECK(rows["memory.limit_in_bytes"] + "\n" == *limit);
+  }
+
+  // Once the container has exited there is no cgroup: a clear error (which
+  // containerd logs; ctr only says it received no metrics).
+  base::UniqueFd pidfd = OpenPidfd(pid);
+  REQUIRE(pidfd.valid());
+  CtrOk(e->cd(), {"-n", ns, "tasks", "kill", "-s", "SIGKILL", id});
+  REQUIRE(WaitExited(pidfd, DeadlineIn(10s)));
+  // The shim reports the exit from its ring buffer, a moment after the pidfd.
+  for (int i = 0; i < 100 && ListTasks(e->cd(), ns)[id].status != "STOPPED"; ++i) {
+  }
+  REQUIRE(ListTasks(e->cd(), ns)[id].status == "STOPPED");
+  absl::StatusOr<Result> after = e->cd().Ctr({"-n", ns, "tasks", "metrics", id});
+  REQUIRE_OK(after);
+  INFO("metrics after the exit: " << after->ToString());
+  CHECK(after->exit_code != 0);
+  CHECK(Contains(after->err, "no metrics received"));
+}
+
 TEST_CASE("shim e2e: a daemon that no Create reaches leaves by itself, and leaves nothing",
           "[containerd][shim][e2e][start]") {
   // `start` spawns the daemon, but the task never comes (containerd died in
