@@ -15,19 +15,12 @@
 #include <vector>
 
 #include "shim/flags.h"
+#include "shim/paths.h"
 #include "shim/start_fast.h"
 
 namespace {
 
 constexpr char kServerBinary[] = "containerd-shim-embed-v1-server";
-
-std::string DirOfSelf() {
-  char exe[4096];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n <= 0) return ".";
-  std::string path(exe, static_cast<size_t>(n));
-  return path.substr(0, path.rfind('/'));
-}
 
 }  // namespace
 
@@ -36,7 +29,7 @@ int main(int argc, char** argv) {
   if (auto flags = shim::ParseFlags(args); flags.ok() && flags->action == "start") {
     if (std::optional<int> rc = shim::StartIfServing(*flags)) return *rc;
   }
-  std::string server = DirOfSelf() + "/" + kServerBinary;
+  std::string server = shim::SiblingBinary(kServerBinary);
   std::vector<char*> server_argv = {server.data()};
   for (int i = 1; i < argc; ++i) server_argv.push_back(argv[i]);
   server_argv.push_back(nullptr);

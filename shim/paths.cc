@@ -1,5 +1,7 @@
 #include "shim/paths.h"
 
+#include <unistd.h>
+
 #include <cstdint>
 #include <cstdlib>
 
@@ -24,6 +26,17 @@ bool IsAlnum(char c) {
 }
 
 }  // namespace
+
+std::string SelfExecutable() {
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  return n > 0 ? std::string(exe, static_cast<size_t>(n)) : "/proc/self/exe";
+}
+
+std::string SiblingBinary(const std::string& name) {
+  std::string self = SelfExecutable();
+  return self.substr(0, self.rfind('/') + 1) + name;
+}
 
 std::string StableHash(const std::string& s) { return fmt::format("{:016x}", Fnv1a(s)); }
 

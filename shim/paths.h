@@ -28,6 +28,12 @@ struct InstancePaths {
 // FNV-1a, as 16 hex digits: stable across builds and runs (std::hash is not).
 std::string StableHash(const std::string& s);
 
+// This process's executable (/proc/self/exe resolved), and a binary of ours
+// installed beside it: the launcher, the server and the keeper live in one
+// directory.
+std::string SelfExecutable();
+std::string SiblingBinary(const std::string& name);
+
 // $EMBED_SHIM_RUN_DIR overrides /run/containerd-embed (tests, rootless hosts).
 InstancePaths PathsFor(const std::string& containerd_address);
 

@@ -42,10 +42,8 @@ absl::Status SpawnDaemon(const Flags& flags, const InstancePaths& paths) {
   int ready[2];
   if (pipe2(ready, O_CLOEXEC) != 0) return base::ErrnoStatus("pipe2");
   base::UniqueFd ready_read(ready[0]), ready_write(ready[1]);
-  std::string self = "/proc/self/exe";
-  char exe[4096];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n > 0) self.assign(exe, static_cast<size_t>(n));
+  std::string self = SelfExecutable();
+  std::string keeper = SiblingBinary(kKeeperBinary);
 
   pid_t pid = fork();
   if (pid < 0) return base::ErrnoStatus("fork");
@@ -58,7 +56,6 @@ absl::Status SpawnDaemon(const Flags& flags, const InstancePaths& paths) {
     dup2(log >= 0 ? log : null, 2);  // a crash before logging starts is still seen
     dup2(ready_write.get(), 3);      // dup2 clears CLOEXEC on fd 3
     setenv("EMBED_SHIM_READY_FD", "3", 1);
-    std::string keeper = self.substr(0, self.rfind('/') + 1) + kKeeperBinary;
     std::vector<std::string> args = {keeper, paths.socket, paths.log, "--",
                                      self, "-address", flags.address};
     if (!flags.namespace_.empty()) {
