@@ -4,13 +4,13 @@
 
 #include <cstdint>
 #include <cstdlib>
-#include <fstream>
 #include <map>
 #include <optional>
 #include <sstream>
 #include <utility>
 #include <vector>
 
+#include "base/read_file.h"
 #include "cgroups_v1.pb.h"
 #include "cgroups_v2.pb.h"
 #include "fmt/format.h"
@@ -21,19 +21,11 @@ namespace {
 namespace v1 = io::containerd::cgroups::v1;
 namespace v2 = io::containerd::cgroups::v2;
 
-std::optional<std::string> ReadText(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return std::nullopt;
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // A number file ("123\n"); "max" (no limit) and anything missing read as 0,
 // as containerd's own readers do.
 uint64_t ReadNumber(const std::string& path) {
-  auto text = ReadText(path);
-  if (!text) return 0;
+  auto text = base::ReadFile(path);
+  if (!text.ok()) return 0;
   char* end = nullptr;
   uint64_t n = std::strtoull(text->c_str(), &end, 10);
   return end != text->c_str() ? n : 0;
@@ -42,8 +34,8 @@ uint64_t ReadNumber(const std::string& path) {
 // "key value" lines (memory.stat, cpu.stat).
 std::map<std::string, uint64_t> ReadKeyValues(const std::string& path) {
   std::map<std::string, uint64_t> out;
-  auto text = ReadText(path);
-  if (!text) return out;
+  auto text = base::ReadFile(path);
+  if (!text.ok()) return out;
   std::istringstream in(*text);
   std::string key;
   uint64_t value;
@@ -68,8 +60,8 @@ struct Membership {
 
 absl::StatusOr<Membership> ReadMembership(const std::string& proc_root, pid_t pid) {
   const std::string path = fmt::format("{}/{}/cgroup", proc_root, pid);
-  auto text = ReadText(path);
-  if (!text) return absl::NotFoundError(fmt::format("cannot read {}: the process is gone", path));
+  auto text = base::ReadFile(path);
+  if (!text.ok()) return absl::NotFoundError(fmt::format("cannot read {}: the process is gone", path));
   Membership m;
   std::istringstream in(*text);
   std::string line;
@@ -151,7 +143,7 @@ CgroupMetrics V1Metrics(const Membership& m, const std::string& root) {
     usage->set_total(ReadNumber(dir + "/cpuacct.usage"));
     usage->set_user(ReadNumber(dir + "/cpuacct.usage_user"));
     usage->set_kernel(ReadNumber(dir + "/cpuacct.usage_sys"));
-    if (auto per_cpu = ReadText(dir + "/cpuacct.usage_percpu")) {
+    if (auto per_cpu = base::ReadFile(dir + "/cpuacct.usage_percpu"); per_cpu.ok()) {
       std::istringstream in(*per_cpu);
       uint64_t ns;
       while (in >> ns) usage->add_per_cpu(ns);

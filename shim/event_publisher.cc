@@ -6,10 +6,9 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <fstream>
-#include <sstream>
 
 #include "base/absl_fmt.h"
+#include "base/read_file.h"
 #include "events_task.pb.h"
 #include "events_ttrpc.pb.h"
 #include "shim/clock.h"
@@ -77,19 +76,17 @@ void EventPublisher::LoadSpool() {
   }
   std::sort(seqs.begin(), seqs.end());
   for (uint64_t seq : seqs) {
-    std::ifstream in(SpoolPath(seq), std::ios::binary);
-    std::stringstream bytes;
-    bytes << in.rdbuf();
+    absl::StatusOr<std::string> bytes = base::ReadFile(SpoolPath(seq));
     ForwardRequest req;
     // An empty message parses too; containerd 1.6 dereferences the missing
     // envelope and crashes, so never send one.
-    if (!req.ParseFromString(bytes.str()) || !req.has_envelope()) {
+    if (!bytes.ok() || !req.ParseFromString(*bytes) || !req.has_envelope()) {
       LogError("events: dropping unreadable spool file {}", SpoolPath(seq));
       unlink(SpoolPath(seq).c_str());
       continue;
     }
     queue_.push_back({seq, req.envelope().topic(), req.envelope().namespace_(),
-                      ContainerIdOf(req.envelope().event()), bytes.str()});
+                      ContainerIdOf(req.envelope().event()), std::move(*bytes)});
     next_seq_ = seq + 1;
   }
   if (!queue_.empty()) {

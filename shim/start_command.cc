@@ -8,11 +8,10 @@
 #include <unistd.h>
 
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "base/absl_fmt.h"
 #include "base/errno_status.h"
+#include "base/read_file.h"
 #include "shim/admin.pb.h"
 #include "shim/commands.h"
 #include "shim/instance_lock.h"
@@ -28,10 +27,7 @@ constexpr int kReadyTimeoutMs = 20000;
 constexpr char kKeeperBinary[] = "containerd-shim-embed-v1-keeper";
 
 std::string LogTail(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string all = ss.str();
+  std::string all = base::ReadFile(path).value_or("");
   return all.size() > 2000 ? all.substr(all.size() - 2000) : all;
 }
 

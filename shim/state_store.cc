@@ -7,6 +7,7 @@
 
 #include "base/absl_fmt.h"
 #include "base/errno_status.h"
+#include "base/read_file.h"
 #include "base/unique_fd.h"
 #include "fmt/format.h"
 
@@ -14,19 +15,6 @@ namespace shim {
 namespace {
 
 constexpr char kRecordSuffix[] = ".pb";
-
-absl::StatusOr<std::string> ReadAll(const std::string& path) {
-  base::UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return base::ErrnoStatus(fmt::format("open {}", path));
-  std::string out;
-  char buf[8192];
-  for (;;) {
-    ssize_t n = read(fd.get(), buf, sizeof buf);
-    if (n < 0) return base::ErrnoStatus(fmt::format("read {}", path));
-    if (n == 0) return out;
-    out.append(buf, static_cast<size_t>(n));
-  }
-}
 
 }  // namespace
 
@@ -61,7 +49,7 @@ absl::Status StateStore::Save(const embedshim::ContainerRecord& record) const {
 absl::StatusOr<embedshim::ContainerRecord> StateStore::Load(const std::string& ns,
                                                             const std::string& id) const {
   std::string path = Path(ns, id);
-  absl::StatusOr<std::string> bytes = ReadAll(path);
+  absl::StatusOr<std::string> bytes = base::ReadFile(path);
   if (!bytes.ok()) return bytes.status();
   embedshim::ContainerRecord record;
   if (!record.ParseFromString(*bytes) || record.id() != id || record.namespace_() != ns)
