@@ -61,7 +61,8 @@ struct Membership {
 absl::StatusOr<Membership> ReadMembership(const std::string& proc_root, pid_t pid) {
   const std::string path = fmt::format("{}/{}/cgroup", proc_root, pid);
   auto text = base::ReadFile(path);
-  if (!text.ok()) return absl::NotFoundError(fmt::format("cannot read {}: the process is gone", path));
+  if (!text.ok())
+    return absl::NotFoundError(fmt::format("cannot read {}: the process is gone", path));
   Membership m;
   std::istringstream in(*text);
   std::string line;

@@ -19,7 +19,7 @@
 #include "shim.pb.h"
 #include "shim/clock.h"
 #include "shim/commands.h"
-#include "shim/delete_response.h"
+#include "shim/exit_report.h"
 #include "shim/oci/mount.h"
 #include "shim/oci/runc.h"
 #include "shim/paths.h"

@@ -15,7 +15,7 @@
 #include "shim.pb.h"
 #include "shim/cgroup_metrics.h"
 #include "shim/clock.h"
-#include "shim/delete_response.h"
+#include "shim/exit_report.h"
 #include "shim/log.h"
 #include "shim/oci/mount.h"
 #include "shim/oci/runc.h"
@@ -569,13 +569,7 @@ void TaskService::ApplyExit(Container& c, const bpf::ExitRecord& exit) {
   // any two steps is followed by one that replays the exit, finds the event
   // already spooled, and does not send it twice.
   if (!events_.Spooled("/tasks/exit", c.ns(), c.id())) {
-    events::TaskExit ev;
-    ev.set_container_id(c.id());
-    ev.set_id(c.id());  // CRI finds the task by `id`: the container id for init
-    ev.set_pid(c.record.pid());
-    ev.set_exit_status(c.record.exit_status());
-    SetTimestamp(ev.mutable_exited_at(), c.record.exited_at_unix_nano());
-    events_.Publish(c.ns(), "/tasks/exit", ev);
+    events_.Publish(c.ns(), "/tasks/exit", ExitEventOf<events::TaskExit>(c.record));
   }
   Persist(c);
   (void)monitor_.Forget(exit.pid);
@@ -630,13 +624,7 @@ void TaskService::Delete(Call call) {
             if (never_started) c.record.set_exited_at_unix_nano(NowUnixNano());
             task::DeleteResponse resp = DeleteResponseOf(c.record);
 
-            events::TaskDelete ev;
-            ev.set_container_id(c.id());
-            ev.set_id(c.id());
-            ev.set_pid(c.record.pid());
-            ev.set_exit_status(c.record.exit_status());
-            SetTimestamp(ev.mutable_exited_at(), c.record.exited_at_unix_nano());
-            events_.Publish(c.ns(), "/tasks/delete", ev);
+            events_.Publish(c.ns(), "/tasks/delete", ExitEventOf<events::TaskDelete>(c.record));
             LogFor(LogLevel::kInfo, c.ns(), c.id(), "deleted");
             call.Reply(resp);
             Remove(c);  // queued ops find the container gone

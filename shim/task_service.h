@@ -71,11 +71,11 @@ class TaskService {
   void Shutdown(Call call);
   void CloseIO(Call call);
   void Pause(Call call);
-  // The container's cgroup metrics (ctr task metrics, CRI container stats).
-  void Stats(Call call);
   void Resume(Call call);
   // Pause and Resume: `runc pause|resume`, the transition, and the event.
   void Freeze(Call call, const std::string& id, ProcessEvent event);
+  // The container's cgroup metrics (ctr task metrics, CRI container stats).
+  void Stats(Call call);
 
   // The container a request names, or the error to answer with.
   absl::StatusOr<Container*> Find(const std::string& ns, const std::string& id,
