@@ -51,6 +51,21 @@ void InstallCopy(const std::string& from, const std::string& to) {
   REQUIRE(rename(tmp.c_str(), to.c_str()) == 0);
 }
 
+// `n` detached `sleep` containers, run0..run<n-1> (unique names), in `ns`.
+struct Sleepers {
+  std::vector<std::string> ids;      // in the order they were started
+  std::map<std::string, pid_t> pids;  // their init pids, from `ctr task ls`
+};
+Sleepers RunSleepers(PrivateContainerd& cd, const std::string& ns, const std::string& rootfs,
+                     int n) {
+  Sleepers out;
+  for (int i = 0; i < n; ++i) {
+    out.ids.push_back(UniqueName(fmt::format("run{}", i)));
+    out.pids[out.ids.back()] = RunDetached(cd, ns, rootfs, out.ids.back(), {"sleep", "100000"});
+  }
+  return out;
+}
+
 }  // namespace
 
 TEST_CASE("survival: containerd restarted with containers running: all reattach, exits "
@@ -59,12 +74,9 @@ TEST_CASE("survival: containerd restarted with containers running: all reattach,
   auto s = Survival::Start();
   const std::string ns = UniqueName("ctrdrestart");
   const std::string rootfs = s->Rootfs();
-  std::vector<std::string> ids;
-  std::map<std::string, pid_t> pids;
-  for (int i = 0; i < 3; ++i) {
-    ids.push_back(UniqueName(fmt::format("run{}", i)));
-    pids[ids.back()] = RunDetached(s->cd(), ns, rootfs, ids.back(), {"sleep", "100000"});
-  }
+  Sleepers sleepers = RunSleepers(s->cd(), ns, rootfs, 3);
+  std::vector<std::string>& ids = sleepers.ids;
+  std::map<std::string, pid_t>& pids = sleepers.pids;
   const pid_t server = s->TheServer();
   const pid_t keeper = s->TheKeeper();
   // containerd 1.6 finds a task's shim again from <bundle>/address
@@ -262,12 +274,9 @@ TEST_CASE("survival: upgrade to a rebuilt binary keeps containers and an attache
   auto s = Survival::Start(bin.path());
   const std::string ns = UniqueName("upgrade");
   const std::string rootfs = s->Rootfs();
-  std::vector<std::string> ids;
-  std::map<std::string, pid_t> pids;
-  for (int i = 0; i < 3; ++i) {
-    ids.push_back(UniqueName(fmt::format("run{}", i)));
-    pids[ids.back()] = RunDetached(s->cd(), ns, rootfs, ids.back(), {"sleep", "100000"});
-  }
+  Sleepers sleepers = RunSleepers(s->cd(), ns, rootfs, 3);
+  std::vector<std::string>& ids = sleepers.ids;
+  std::map<std::string, pid_t>& pids = sleepers.pids;
   // A container attached to ctr's stdin (ctr 1.6 has no -i: a foreground
   // `ctr run` always passes its stdin on).
   SpawnOptions o;
