@@ -18,16 +18,19 @@
 #include <cinttypes>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
+#include <cstdlib>
+#include <sstream>
 #include <string>
 #include <vector>
+
+#include "base/read_file.h"
 
 namespace base {
 
 // Returns the bytes unmapped.
 inline size_t DropStartupCode() {
-  FILE* smaps = std::fopen("/proc/self/smaps", "re");
-  if (!smaps) return 0;
+  absl::StatusOr<std::string> smaps = ReadFile("/proc/self/smaps");
+  if (!smaps.ok()) return 0;
   struct Vma {
     uintptr_t start = 0, end = 0;
     bool read_only_private = false;
@@ -35,22 +38,19 @@ inline size_t DropStartupCode() {
     long anonymous_kb = -1;
   };
   std::vector<Vma> vmas;
-  char line[4096];
-  while (std::fgets(line, sizeof line, smaps)) {
+  std::istringstream lines(*smaps);
+  for (std::string line; std::getline(lines, line);) {
     uintptr_t start, end;
     char perms[5];
     int path_at = 0;
-    if (std::sscanf(line, "%" SCNxPTR "-%" SCNxPTR " %4s %*s %*s %*s %n", &start, &end, perms,
-                    &path_at) == 3 &&
+    if (std::sscanf(line.c_str(), "%" SCNxPTR "-%" SCNxPTR " %4s %*s %*s %*s %n", &start, &end,
+                    perms, &path_at) == 3 &&
         path_at > 0) {
-      Vma v{start, end, perms[1] == '-' && perms[3] == 'p', line + path_at, -1};
-      if (!v.path.empty() && v.path.back() == '\n') v.path.pop_back();
-      vmas.push_back(std::move(v));
-    } else if (!vmas.empty() && std::strncmp(line, "Anonymous:", 10) == 0) {
-      vmas.back().anonymous_kb = std::strtol(line + 10, nullptr, 10);
+      vmas.push_back({start, end, perms[1] == '-' && perms[3] == 'p', line.substr(path_at), -1});
+    } else if (!vmas.empty() && line.rfind("Anonymous:", 0) == 0) {
+      vmas.back().anonymous_kb = std::strtol(line.c_str() + 10, nullptr, 10);
     }
   }
-  std::fclose(smaps);
   size_t dropped = 0;
   for (const Vma& v : vmas) {
     // A file ("/..."), not [vdso], a ring buffer or other special mapping.
