@@ -82,23 +82,25 @@ absl::StatusOr<uint64_t> ReadStartBoottime(pid_t pid) {
 
 bool SameStart(uint64_t a, uint64_t b) { return a / EM_TICK_NS == b / EM_TICK_NS; }
 
-absl::StatusOr<bool> IsSameLiveProcess(pid_t pid, uint64_t start_boottime) {
+absl::StatusOr<base::UniqueFd> PidfdIfSameLive(pid_t pid, uint64_t start_boottime) {
   // The pidfd pins the identity: if it is still unsignalled after we read
   // /proc, what we read belonged to that same process.
   auto pidfd = PidfdOpen(pid);
-  if (!pidfd.ok()) {
-    if (absl::IsNotFound(pidfd.status())) return false;  // ESRCH
-    return pidfd.status();
-  }
+  if (!pidfd.ok()) return pidfd.status();  // NotFound for ESRCH
   auto start = ReadStartBoottime(pid);
-  if (!start.ok()) {
-    if (absl::IsNotFound(start.status())) return false;
-    return start.status();
-  }
+  if (!start.ok()) return start.status();
   pollfd p{pidfd->get(), POLLIN, 0};
   if (::poll(&p, 1, 0) < 0) return base::ErrnoStatus("poll pidfd");
-  if (p.revents & POLLIN) return false;  // exited
-  return SameStart(*start, start_boottime);
+  if ((p.revents & POLLIN) || !SameStart(*start, start_boottime))
+    return absl::NotFoundError(fmt::format("pid {} is no longer that process", pid));
+  return std::move(*pidfd);
+}
+
+absl::StatusOr<bool> IsSameLiveProcess(pid_t pid, uint64_t start_boottime) {
+  auto pidfd = PidfdIfSameLive(pid, start_boottime);
+  if (absl::IsNotFound(pidfd.status())) return false;
+  if (!pidfd.ok()) return pidfd.status();
+  return true;
 }
 
 absl::StatusOr<ProcessState> ProbeProcess(pid_t pid, uint64_t start_boottime) {

@@ -23,6 +23,11 @@ absl::StatusOr<uint64_t> ReadStartBoottime(pid_t pid);
 // /proc gives (one tick).
 bool SameStart(uint64_t a, uint64_t b);
 
+// A pidfd for `pid` if it still names the process that started at
+// start_boottime and that process has not exited (a zombie counts as
+// exited); NotFound otherwise. The pidfd then names that process for sure.
+absl::StatusOr<base::UniqueFd> PidfdIfSameLive(pid_t pid, uint64_t start_boottime);
+
 // True when `pid` still names the process that started at start_boottime and
 // that process has not exited (a zombie counts as exited).
 absl::StatusOr<bool> IsSameLiveProcess(pid_t pid, uint64_t start_boottime);

@@ -75,9 +75,7 @@ task::DeleteResponse DeleteByHand(const InstancePaths& paths, embedshim::Contain
     auto exited = bpf::ExitMonitor::LookupExited(paths.bpf, pid);
     if (!exited.ok() || !bpf::SameStart(exited->start_boottime, r.start_boottime())) {
       // Still running: kill it through a pidfd, which cannot hit a reused pid.
-      auto pidfd = bpf::PidfdOpen(pid);
-      auto same = bpf::IsSameLiveProcess(pid, r.start_boottime());
-      if (pidfd.ok() && same.ok() && *same) {
+      if (auto pidfd = bpf::PidfdIfSameLive(pid, r.start_boottime()); pidfd.ok()) {
         syscall(SYS_pidfd_send_signal, pidfd->get(), SIGKILL, nullptr, 0);
         pollfd p{pidfd->get(), POLLIN, 0};
         poll(&p, 1, 5000);

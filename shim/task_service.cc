@@ -526,10 +526,9 @@ void TaskService::OnExit(const bpf::ExitRecord& exit) {
 
 void TaskService::WhenInitGone(Container& c, std::function<void()> then) {
   if (c.state != ProcessState::kStopped) return then();
-  auto pidfd = bpf::PidfdOpen(static_cast<pid_t>(c.record.pid()));
-  auto start = bpf::ReadStartBoottime(static_cast<pid_t>(c.record.pid()));
-  if (!pidfd.ok() || !start.ok() || !bpf::SameStart(*start, c.record.start_boottime()))
-    return then();  // reaped already, or the pid is another process's now
+  auto pidfd = bpf::PidfdIfSameLive(static_cast<pid_t>(c.record.pid()),
+                                    c.record.start_boottime());
+  if (!pidfd.ok()) return then();  // gone already, or the pid is another process's now
   // Whichever comes first, the pidfd or the time limit, runs `then`.
   struct Wait {
     base::UniqueFd pidfd;
