@@ -186,19 +186,52 @@ void KillAndReap(pid_t pid) {
   (void)Reap(pid);
 }
 
-// Everything the child needs, prepared before vfork(): until it execs, the
-// child shares our memory and may only make system calls.
+// Everything the child needs, prepared before vfork() or fork(): until it
+// execs, the child may only make system calls (after vfork it shares our
+// memory; after fork of a threaded process, locks may be held by threads
+// that no longer exist).
 struct ExecPlan {
   const char* path = nullptr;
   char* const* argv = nullptr;
   char* const* envp = nullptr;
   int fds[3] = {-1, -1, -1};     // become 0, 1, 2
   int close_fallback_limit = 0;  // RLIMIT_NOFILE, if close_range is missing
-  volatile int exec_errno = 0;   // set by the child when execve fails
+  volatile int exec_errno = 0;   // set by a vfork child when execve fails
+  // fork() only (SpawnGated), all >= 3 and close-on-exec:
+  int gate_fd = -1;   // read end: one byte = exec; EOF = give up
+  int error_fd = -1;  // write end: the child's errno when it fails
 };
 
 // The kernel's sigset_t: 64 signals (every architecture but MIPS).
 constexpr size_t kKernelSigsetSize = 8;
+
+// Ends a child that could not exec, telling the parent why.
+[[noreturn]] void ChildFailed(ExecPlan* plan, int err) {
+  if (plan->error_fd >= 0) {
+    (void)!write(plan->error_fd, &err, sizeof err);
+  } else {
+    plan->exec_errno = err;
+  }
+  _exit(127);
+}
+
+// Closes every fd from 3 up except `keep` (ascending, each >= 3 or -1).
+void CloseFrom3Except(const int (&keep)[2], int fallback_limit) {
+  unsigned next = 3;
+  bool ok = true;
+  for (int fd : keep) {
+    if (fd < 3) continue;
+    if (static_cast<unsigned>(fd) > next) {
+      ok = ok && syscall(SYS_close_range, next, static_cast<unsigned>(fd) - 1, 0U) == 0;
+    }
+    next = static_cast<unsigned>(fd) + 1;
+  }
+  ok = ok && syscall(SYS_close_range, next, ~0U, 0U) == 0;
+  if (ok) return;
+  for (int fd = 3; fd < fallback_limit; ++fd) {
+    if (fd != keep[0] && fd != keep[1]) close(fd);
+  }
+}
 
 [[noreturn]] __attribute__((noinline)) void ExecChild(ExecPlan* plan) {
   // Every disposition back to the default. The shim ignores SIGPIPE, and
@@ -212,28 +245,33 @@ constexpr size_t kKernelSigsetSize = 8;
     syscall(SYS_rt_sigaction, sig, sig_default, nullptr, kKernelSigsetSize);
   }
   for (int i = 0; i < 3; ++i) {
-    if (dup2(plan->fds[i], i) < 0) {
-      plan->exec_errno = errno;
-      _exit(127);
-    }
+    if (dup2(plan->fds[i], i) < 0) ChildFailed(plan, errno);
   }
   // Only 0..2 are inherited, even fds another thread opened without
-  // O_CLOEXEC.
-  if (syscall(SYS_close_range, 3U, ~0U, 0U) != 0) {
-    for (int fd = 3; fd < plan->close_fallback_limit; ++fd) close(fd);
+  // O_CLOEXEC. Done before the gate, so that a child held there keeps no
+  // other call's fds (pipe ends whose EOF someone waits for) open.
+  const int keep[2] = {std::min(plan->gate_fd, plan->error_fd),
+                       std::max(plan->gate_fd, plan->error_fd)};
+  CloseFrom3Except(keep, plan->close_fallback_limit);
+  if (plan->gate_fd >= 0) {
+    char go = 0;
+    ssize_t n;
+    do {
+      n = read(plan->gate_fd, &go, 1);
+    } while (n < 0 && errno == EINTR);
+    if (n != 1) _exit(127);  // the parent gave up on us (and kills us)
   }
   // Unblocked last, once no handler of ours can run here.
   const uint64_t no_signals = 0;
   syscall(SYS_rt_sigprocmask, SIG_SETMASK, &no_signals, nullptr, kKernelSigsetSize);
   execve(plan->path, plan->argv, plan->envp);
-  plan->exec_errno = errno;
-  _exit(127);
+  ChildFailed(plan, errno);
 }
 
 // vfork(): no copy of the shim's page tables, and the parent learns about a
 // failed exec through the shared ExecPlan. All signals stay blocked around
 // it so that no handler of the shim runs in the child.
-absl::StatusOr<pid_t> Spawn(ExecPlan& plan) {
+absl::StatusOr<pid_t> Spawn(ExecPlan& plan, std::string_view what) {
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -241,7 +279,71 @@ absl::StatusOr<pid_t> Spawn(ExecPlan& plan) {
   if (pid == 0) ExecChild(&plan);
   const int vfork_errno = errno;
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  if (pid < 0) return base::ErrnoStatus("vfork", vfork_errno);
+  if (pid < 0) return base::ErrnoStatus(fmt::format("{}: vfork", what), vfork_errno);
+  return pid;
+}
+
+struct Pipe {
+  base::UniqueFd read, write;
+};
+
+// A close-on-exec pipe whose ends are both >= 3, so the child's dup2()s onto
+// 0..2 cannot hit them.
+absl::StatusOr<Pipe> MakePipe() {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return base::ErrnoStatus("pipe2");
+  Pipe p{base::UniqueFd(fds[0]), base::UniqueFd(fds[1])};
+  if (absl::Status s = MoveAbove2(p.read); !s.ok()) return s;
+  if (absl::Status s = MoveAbove2(p.write); !s.ok()) return s;
+  return p;
+}
+
+// fork(), for when `hook` must run after the child exists and before it
+// execs: vfork() would suspend us until the exec. The child waits at a gate
+// pipe; a failed exec reports its errno through a second pipe, whose EOF
+// (close-on-exec) means the exec happened. The hook's error is returned as
+// it is.
+absl::StatusOr<pid_t> SpawnGated(ExecPlan& plan, const SpawnHook& hook, std::string_view what) {
+  auto prefixed = [what](const absl::Status& s) {
+    return absl::Status(s.code(), fmt::format("{}: {}", what, s.message()));
+  };
+  absl::StatusOr<Pipe> gate = MakePipe();
+  if (!gate.ok()) return prefixed(gate.status());
+  absl::StatusOr<Pipe> error = MakePipe();
+  if (!error.ok()) return prefixed(error.status());
+  plan.gate_fd = gate->read.get();
+  plan.error_fd = error->write.get();
+
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  const pid_t pid = fork();
+  if (pid == 0) ExecChild(&plan);
+  const int fork_errno = errno;
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (pid < 0) return base::ErrnoStatus(fmt::format("{}: fork", what), fork_errno);
+  gate->read.Reset();
+  error->write.Reset();
+
+  if (absl::Status s = hook(pid); !s.ok()) {
+    KillAndReap(pid);
+    return s;
+  }
+  ssize_t n;
+  do {
+    n = write(gate->write.get(), "x", 1);
+  } while (n < 0 && errno == EINTR);
+  if (n != 1) {
+    absl::Status s = prefixed(base::ErrnoStatus("write to the spawn gate"));
+    KillAndReap(pid);
+    return s;
+  }
+  gate->write.Reset();
+  int child_errno = 0;
+  do {
+    n = read(error->read.get(), &child_errno, sizeof child_errno);
+  } while (n < 0 && errno == EINTR);
+  if (n == sizeof child_errno) plan.exec_errno = child_errno;
   return pid;
 }
 
@@ -250,7 +352,7 @@ absl::StatusOr<pid_t> Spawn(ExecPlan& plan) {
 // runtime must finish even if the shim dies meanwhile.
 absl::StatusOr<int> SpawnAndWait(const std::string& path, std::vector<std::string> argv,
                                  const int (&fds)[3], std::chrono::milliseconds timeout,
-                                 std::string_view what) {
+                                 std::string_view what, const SpawnHook* on_spawned) {
   std::vector<std::string> env = ChildEnvironment();
   std::vector<char*> argv_c = CStrings(argv);
   std::vector<char*> env_c = CStrings(env);
@@ -265,11 +367,9 @@ absl::StatusOr<int> SpawnAndWait(const std::string& path, std::vector<std::strin
                                   : 1024;
 
   const Clock::time_point deadline = Clock::now() + timeout;
-  absl::StatusOr<pid_t> spawned = Spawn(plan);
-  if (!spawned.ok()) {
-    return absl::Status(spawned.status().code(),
-                        fmt::format("{}: {}", what, spawned.status().message()));
-  }
+  absl::StatusOr<pid_t> spawned =
+      on_spawned != nullptr ? SpawnGated(plan, *on_spawned, what) : Spawn(plan, what);
+  if (!spawned.ok()) return spawned.status();
   const pid_t pid = *spawned;
   if (const int err = plan.exec_errno; err != 0) {
     (void)Reap(pid);
@@ -305,6 +405,34 @@ absl::StatusOr<int> SpawnAndWait(const std::string& path, std::vector<std::strin
   return Reap(pid);
 }
 
+// A file of ours in RuntimeTempDir(), removed when this goes away.
+class TempFile {
+ public:
+  static absl::StatusOr<TempFile> Write(std::string_view prefix, std::string_view content) {
+    std::string path = fmt::format("{}/{}XXXXXX", RuntimeTempDir(), prefix);
+    base::UniqueFd fd(mkostemp(path.data(), O_CLOEXEC));  // mode 0600
+    if (!fd) return base::ErrnoStatus(fmt::format("create {}", path));
+    TempFile file(std::move(path));
+    while (!content.empty()) {
+      ssize_t n = write(fd.get(), content.data(), content.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return base::ErrnoStatus(fmt::format("write {}", file.path_));
+      content.remove_prefix(static_cast<size_t>(n));
+    }
+    return file;
+  }
+  TempFile(TempFile&& other) noexcept : path_(std::exchange(other.path_, {})) {}
+  TempFile& operator=(TempFile&&) = delete;
+  ~TempFile() {
+    if (!path_.empty()) unlink(path_.c_str());
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  explicit TempFile(std::string path) : path_(std::move(path)) {}
+  std::string path_;
+};
+
 }  // namespace
 
 Runc::Runc(RuncConfig config) : config_(std::move(config)) {
@@ -312,8 +440,8 @@ Runc::Runc(RuncConfig config) : config_(std::move(config)) {
 }
 
 absl::StatusOr<std::string> Runc::Run(std::string_view command,
-                                      const std::vector<std::string>& args,
-                                      ChildStdio* stdio) const {
+                                      const std::vector<std::string>& args, ChildStdio* stdio,
+                                      const SpawnHook* on_spawned) const {
   const std::string what = fmt::format("{} {}", BaseName(config_.binary), command);
   absl::StatusOr<std::string> path = FindBinary(config_.binary);
   if (!path.ok()) return path.status();
@@ -358,7 +486,8 @@ absl::StatusOr<std::string> Runc::Run(std::string_view command,
 
   // Only log entries written by this call explain its failure.
   const off_t log_offset = FileSize(config_.log_path);
-  absl::StatusOr<int> status = SpawnAndWait(*path, std::move(argv), fds, config_.timeout, what);
+  absl::StatusOr<int> status =
+      SpawnAndWait(*path, std::move(argv), fds, config_.timeout, what, on_spawned);
   if (!status.ok()) return status.status();
 
   std::string out = out_capture ? ReadFrom(out_capture.get(), 0) : std::string();
@@ -371,13 +500,43 @@ absl::StatusOr<std::string> Runc::Run(std::string_view command,
 }
 
 absl::Status Runc::Create(const std::string& id, const std::string& bundle,
-                          const std::string& pid_file, ChildStdio stdio, bool no_pivot,
-                          bool no_new_keyring) const {
-  std::vector<std::string> args = {"--bundle", bundle, "--pid-file", pid_file};
-  if (no_pivot) args.push_back("--no-pivot");
-  if (no_new_keyring) args.push_back("--no-new-keyring");
+                          const CreateOptions& options, ChildStdio stdio) const {
+  std::vector<std::string> args = {"--bundle", bundle, "--pid-file", options.pid_file};
+  if (!options.console_socket.empty()) {
+    args.insert(args.end(), {"--console-socket", options.console_socket});
+  }
+  if (options.no_pivot) args.push_back("--no-pivot");
+  if (options.no_new_keyring) args.push_back("--no-new-keyring");
   args.push_back(id);
   return Run("create", args, &stdio).status();
+}
+
+absl::Status Runc::Create(const std::string& id, const std::string& bundle,
+                          const std::string& pid_file, ChildStdio stdio, bool no_pivot,
+                          bool no_new_keyring) const {
+  CreateOptions options;
+  options.pid_file = pid_file;
+  options.no_pivot = no_pivot;
+  options.no_new_keyring = no_new_keyring;
+  return Create(id, bundle, options, std::move(stdio));
+}
+
+absl::Status Runc::Exec(const std::string& id, const ExecOptions& options,
+                        ChildStdio stdio) const {
+  // runc reads it before it starts the process, so it can go when runc has
+  // returned.
+  absl::StatusOr<TempFile> process = TempFile::Write("runc-process", options.process_json);
+  if (!process.ok()) {
+    return absl::Status(process.status().code(),
+                        fmt::format("{} exec: {}", BaseName(config_.binary),
+                                    process.status().message()));
+  }
+  std::vector<std::string> args = {"--process", process->path()};
+  if (!options.console_socket.empty()) {
+    args.insert(args.end(), {"--console-socket", options.console_socket});
+  }
+  args.insert(args.end(), {"--detach", "--pid-file", options.pid_file, id});
+  return Run("exec", args, &stdio, options.on_spawned ? &options.on_spawned : nullptr).status();
 }
 
 absl::Status Runc::Start(const std::string& id) const {
@@ -433,6 +592,14 @@ absl::StatusOr<pid_t> ReadPidFile(const std::string& path) {
         fmt::format("pid file {}: not a pid: '{}'", path, text.substr(0, 32)));
   }
   return pid;
+}
+
+std::string RuntimeTempDir() {
+  for (const char* name : {"XDG_RUNTIME_DIR", "TMPDIR"}) {
+    const char* dir = std::getenv(name);
+    if (dir != nullptr && dir[0] != '\0') return dir;
+  }
+  return "/tmp";
 }
 
 absl::StatusOr<std::vector<pid_t>> ParsePsJson(std::string_view json) {

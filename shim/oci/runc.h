@@ -16,6 +16,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -40,10 +41,44 @@ struct RuncConfig {
   std::chrono::milliseconds timeout = std::chrono::seconds(60);
 };
 
-// Become fds 0, 1, 2 of the runtime, and through `create` of the container's
-// init. An invalid fd means /dev/null.
+// Become fds 0, 1, 2 of the runtime, and through it of the container's
+// init (create) or of the exec'd process (exec). An invalid fd means
+// /dev/null.
 struct ChildStdio {
   base::UniqueFd in, out, err;
+};
+
+struct CreateOptions {
+  // --pid-file: where the runtime writes the init's pid (<bundle>/init.pid).
+  std::string pid_file;
+  // --console-socket: the init gets a terminal, whose master the runtime
+  // sends over this socket (see console.h). "" = no terminal.
+  std::string console_socket;
+  bool no_pivot = false;
+  bool no_new_keyring = false;
+};
+
+// Called with the pid of the runtime process once it exists and before it
+// execs the runtime binary: nothing the runtime forks can escape what the
+// hook sets up (e.g. tracking the runtime as a spawner in the exit monitor,
+// so that the exit of an exec'd process that ends at once is not lost). An
+// error aborts the call: the runtime process is killed and reaped unrun, and
+// the call returns that error. Runs on the calling thread; its time counts
+// against RuncConfig::timeout.
+using SpawnHook = std::function<absl::Status(pid_t runtime_pid)>;
+
+struct ExecOptions {
+  // The OCI Process as JSON (ExecProcessRequest.spec's value), passed to the
+  // runtime byte for byte in a temporary runc-process* file.
+  std::string process_json;
+  // --pid-file: where the runtime writes the exec'd process's pid
+  // (<bundle>/<exec-id>.pid).
+  std::string pid_file;
+  // --console-socket: the process gets a terminal, whose master the runtime
+  // sends over this socket (see console.h). "" = no terminal.
+  std::string console_socket;
+  // See SpawnHook; empty = none.
+  SpawnHook on_spawned;
 };
 
 // Errors carry the runtime's own message, prefixed with the command
@@ -60,14 +95,27 @@ class Runc {
 
   const RuncConfig& config() const { return config_; }
 
-  // create --bundle B --pid-file P [--no-pivot] [--no-new-keyring] ID
-  // (no --detach, like runc-v2). `stdio` is consumed: the runtime and the
-  // container's init get it as fds 0, 1, 2; this call closes its copies when
-  // it returns. The runtime's error message comes from log_path only, since
-  // its stderr is the container's.
+  // create --bundle B --pid-file P [--console-socket S] [--no-pivot]
+  // [--no-new-keyring] ID (no --detach, like runc-v2). `stdio` is consumed:
+  // the runtime and the container's init get it as fds 0, 1, 2; this call
+  // closes its copies when it returns. With a terminal, pass an empty
+  // ChildStdio (the runtime gets /dev/null; the init gets the pty). The
+  // runtime's error message comes from log_path only, since its stderr is the
+  // container's.
+  absl::Status Create(const std::string& id, const std::string& bundle,
+                      const CreateOptions& options, ChildStdio stdio) const;
+  // The same without a terminal.
   absl::Status Create(const std::string& id, const std::string& bundle,
                       const std::string& pid_file, ChildStdio stdio, bool no_pivot = false,
                       bool no_new_keyring = false) const;
+  // exec --process <tmp file> [--console-socket S] --detach --pid-file P ID:
+  // starts options.process_json in the running container and returns once it
+  // runs (its pid is then in the pid file). `stdio` as for Create: the
+  // runtime and the exec'd process get it as fds 0, 1, 2. The process file
+  // is removed before this returns. With on_spawned, and only then, the
+  // runtime is started with fork() rather than vfork() (which suspends the
+  // caller until the exec), so that the hook can run in between.
+  absl::Status Exec(const std::string& id, const ExecOptions& options, ChildStdio stdio) const;
   // start ID
   absl::Status Start(const std::string& id) const;
   // kill [--all] ID SIGNUM
@@ -84,14 +132,19 @@ class Runc {
   // Runs `<binary> <global flags> <args...>`; returns its stdout. With
   // `stdio` the runtime gets those fds (create); otherwise stdin is /dev/null
   // and stdout/stderr are captured.
+  // `on_spawned`, if not null, runs as SpawnHook says.
   absl::StatusOr<std::string> Run(std::string_view command, const std::vector<std::string>& args,
-                                  ChildStdio* stdio) const;
+                                  ChildStdio* stdio, const SpawnHook* on_spawned = nullptr) const;
 
   RuncConfig config_;
 };
 
 // Reads a --pid-file: a decimal pid, surrounding whitespace allowed.
 absl::StatusOr<pid_t> ReadPidFile(const std::string& path);
+
+// Where temporary files for the runtime go (exec's process file, console
+// sockets): $XDG_RUNTIME_DIR, else $TMPDIR, else /tmp, as in runc-v2.
+std::string RuntimeTempDir();
 
 // --- pure helpers, exposed for tests ---
 
