@@ -1,5 +1,6 @@
 // Helpers shared by the shim/oci tests: forked children waited on through
-// pidfds, and fd reads with deadlines. Header-only; Catch2 assertions inside.
+// pidfds, fd reads with deadlines, environment variables set for one test.
+// Header-only; Catch2 assertions inside.
 #pragma once
 
 #include <fcntl.h>
@@ -13,6 +14,7 @@
 #include <climits>
 #include <cstdlib>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include <catch2/catch.hpp>
@@ -92,6 +94,30 @@ inline int WaitChild(pid_t pid, Clock::time_point deadline) {
   }
   return exited ? status : -1;
 }
+
+// Sets (or with nullopt, unsets) an environment variable, and restores it
+// when the test ends.
+struct ScopedEnv {
+  ScopedEnv(const char* name, const std::optional<std::string>& value) : name(name) {
+    if (const char* old_value = std::getenv(name)) old = old_value;
+    if (value) {
+      setenv(name, value->c_str(), 1);
+    } else {
+      unsetenv(name);
+    }
+  }
+  ~ScopedEnv() {
+    if (old) {
+      setenv(name, old->c_str(), 1);
+    } else {
+      unsetenv(name);
+    }
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+  const char* name;
+  std::optional<std::string> old;
+};
 
 // Forks a child that runs `body` and exits with its result. The child must
 // stay async-signal-safe-ish: the test process is single-threaded, so plain

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <filesystem>
 #include <optional>
 #include <thread>
 
@@ -20,7 +21,10 @@
 
 namespace {
 
+using oci_test::ScopedEnv;
 using shim::oci::ChildStdio;
+using shim::oci::CreateOptions;
+using shim::oci::ExecOptions;
 using shim::oci::Runc;
 using shim::oci::RuncConfig;
 using test_support::ReadFile;
@@ -59,27 +63,6 @@ struct FakeRuntime {
   std::string binary, log;
 };
 
-// Restores an environment variable when the test ends.
-struct ScopedEnv {
-  ScopedEnv(const char* name, const std::optional<std::string>& value) : name(name) {
-    if (const char* old_value = std::getenv(name)) old = old_value;
-    if (value) {
-      setenv(name, value->c_str(), 1);
-    } else {
-      unsetenv(name);
-    }
-  }
-  ~ScopedEnv() {
-    if (old) {
-      setenv(name, old->c_str(), 1);
-    } else {
-      unsetenv(name);
-    }
-  }
-  const char* name;
-  std::optional<std::string> old;
-};
-
 TEST_CASE("Runc: global flags and each command's arguments", "[unit]") {
   FakeRuntime fake("[ \"$1\" = --root ] || exit 99\ncase \"$*\" in *' ps '*) echo '[]';; esac");
   RuncConfig config = fake.Config();
@@ -107,6 +90,164 @@ TEST_CASE("Runc: global flags and each command's arguments", "[unit]") {
       g + " ps --format json c1",
   };
   CHECK(fake.Calls() == want);
+}
+
+// Names in `dir`, to see that nothing was left behind.
+std::vector<std::string> Entries(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    names.push_back(entry.path().filename());
+  }
+  return names;
+}
+
+TEST_CASE("Runc: exec's command line; its process file holds the JSON given, gone after",
+          "[unit]") {
+  ScopedTempDir tmp;
+  REQUIRE_OK(tmp.status());
+  ScopedEnv xdg("XDG_RUNTIME_DIR", tmp.path());
+  // Keeps each --process file's name and a copy of it, numbered by call.
+  FakeRuntime fake(
+      "n=$(wc -l < \"$FAKE_DIR/calls\")\n"
+      "prev=\n"
+      "for a; do\n"
+      "  if [ \"$prev\" = --process ]; then\n"
+      "    echo \"$a\" > \"$FAKE_DIR/process-path.$n\"; cat \"$a\" > \"$FAKE_DIR/process.$n\"\n"
+      "  fi\n"
+      "  prev=$a\n"
+      "done");
+  ScopedEnv dir("FAKE_DIR", fake.dir.path());
+  Runc runc(fake.Config());
+
+  // Bytes a re-encoding would change: escapes, spacing, UTF-8, no final newline.
+  const std::string json1 =
+      "{\"args\": [\"sh\", \"-c\", \"echo \\\"hi\\u0021\\\"\"],\n"
+      "  \"env\":[\"PATH=/bin\",\"A=\xc3\xa9 b\"], \"cwd\":\"/\", \"terminal\":true}";
+  const std::string json2 = "{\"args\":[\"true\"],\"cwd\":\"/\"}\n";
+  ExecOptions options;
+  options.process_json = json1;
+  options.pid_file = "/b/e1.pid";
+  options.console_socket = "/run/x/pty.sock";
+  REQUIRE_OK(runc.Exec("c1", options, ChildStdio{}));
+  options.process_json = json2;
+  options.pid_file = "/b/e2.pid";
+  options.console_socket.clear();
+  REQUIRE_OK(runc.Exec("c2", options, ChildStdio{}));
+  CreateOptions create;
+  create.pid_file = "/b/init.pid";
+  create.console_socket = "/run/y/pty.sock";
+  create.no_new_keyring = true;
+  REQUIRE_OK(runc.Create("c3", "/b", create, ChildStdio{}));
+
+  std::string paths[2];
+  for (int i = 0; i < 2; ++i) {
+    auto path = ReadFile(fake.dir.Sub(fmt::format("process-path.{}", i + 1)));
+    REQUIRE_OK(path);
+    paths[i] = SplitLines(*path).at(0);
+    CHECK_THAT(paths[i], Catch::StartsWith(tmp.path() + "/runc-process"));
+    CHECK(access(paths[i].c_str(), F_OK) != 0);  // removed
+  }
+  CHECK(ReadFile(fake.dir.Sub("process.1")).value_or("") == json1);
+  CHECK(ReadFile(fake.dir.Sub("process.2")).value_or("") == json2);
+  CHECK(Entries(tmp.path()).empty());
+
+  const std::string g = "--root /run/test-root/ns --log " + fake.log + " --log-format json";
+  std::vector<std::string> want = {
+      g + " exec --process " + paths[0] +
+          " --console-socket /run/x/pty.sock --detach --pid-file /b/e1.pid c1",
+      g + " exec --process " + paths[1] + " --detach --pid-file /b/e2.pid c2",
+      g + " create --bundle /b --pid-file /b/init.pid --console-socket /run/y/pty.sock "
+          "--no-new-keyring c3",
+  };
+  CHECK(fake.Calls() == want);
+}
+
+TEST_CASE("Runc: exec's on_spawned gets the runtime's pid before the runtime runs", "[unit]") {
+  // The runtime reports the marker the hook wrote, and its own pid.
+  FakeRuntime fake("echo \"marker=$(cat \"$FAKE_DIR/marker\") pid=$$\" > \"$FAKE_DIR/seen\"");
+  ScopedEnv dir("FAKE_DIR", fake.dir.path());
+  char self_exe[PATH_MAX] = {};
+  REQUIRE(readlink("/proc/self/exe", self_exe, sizeof self_exe - 1) > 0);
+
+  pid_t hook_pid = 0;
+  std::string exe_at_hook;
+  ExecOptions options;
+  options.process_json = "{}";
+  options.pid_file = "/b/e.pid";
+  options.on_spawned = [&](pid_t pid) -> absl::Status {
+    hook_pid = pid;
+    char exe[PATH_MAX] = {};
+    if (readlink(fmt::format("/proc/{}/exe", pid).c_str(), exe, sizeof exe - 1) > 0) {
+      exe_at_hook = exe;
+    }
+    return WriteFile(fake.dir.Sub("marker"), "hook-ran");
+  };
+  REQUIRE_OK(Runc(fake.Config()).Exec("c1", options, ChildStdio{}));
+
+  REQUIRE(hook_pid > 0);
+  // Still a copy of this test, not yet the runtime (/bin/sh for the script).
+  CHECK(exe_at_hook == self_exe);
+  CHECK(ReadFile(fake.dir.Sub("seen")).value_or("") ==
+        fmt::format("marker=hook-ran pid={}\n", hook_pid));
+  CHECK(waitpid(-1, nullptr, WNOHANG) == -1);  // reaped
+}
+
+TEST_CASE("Runc: a failing on_spawned stops exec: runtime killed unrun, the hook's error",
+          "[unit]") {
+  ScopedTempDir tmp;
+  REQUIRE_OK(tmp.status());
+  ScopedEnv xdg("XDG_RUNTIME_DIR", tmp.path());
+  FakeRuntime fake("");
+  pid_t hook_pid = 0;
+  ExecOptions options;
+  options.process_json = "{}";
+  options.pid_file = "/b/e.pid";
+  options.on_spawned = [&](pid_t pid) {
+    hook_pid = pid;
+    return absl::ResourceExhaustedError("exit monitor full");
+  };
+  absl::Status s = Runc(fake.Config()).Exec("c1", options, ChildStdio{});
+  CHECK(s == absl::ResourceExhaustedError("exit monitor full"));
+  CHECK(hook_pid > 0);
+  CHECK(fake.Calls().empty());
+  CHECK(waitpid(-1, nullptr, WNOHANG) == -1);  // killed and reaped
+  CHECK(errno == ECHILD);
+  CHECK(Entries(tmp.path()).empty());  // no process file left
+}
+
+TEST_CASE("Runc: exec errors with a hook: the runtime's message, or a binary that cannot run",
+          "[unit]") {
+  int hook_calls = 0;
+  ExecOptions options;
+  options.process_json = "{}";
+  options.pid_file = "/b/e.pid";
+  options.on_spawned = [&](pid_t) {
+    ++hook_calls;
+    return absl::OkStatus();
+  };
+
+  SECTION("the runtime's log error") {
+    FakeRuntime fake(
+        "echo '{\"level\":\"error\",\"msg\":\"exec failed: no such file\"}' >> \"$FAKE_LOG\"\n"
+        "exit 1");
+    ScopedEnv env("FAKE_LOG", fake.log);
+    absl::Status s = Runc(fake.Config()).Exec("c1", options, ChildStdio{});
+    CHECK(s.code() == absl::StatusCode::kUnknown);
+    CHECK(std::string(s.message()) == "runc exec: exec failed: no such file");
+  }
+  SECTION("an execve that fails in the child comes back through the error pipe") {
+    ScopedTempDir dir;
+    REQUIRE_OK(dir.status());
+    REQUIRE_OK(WriteFile(dir.Sub("runc"), "#!/nonexistent/interpreter\n", 0755));
+    RuncConfig config;
+    config.binary = dir.Sub("runc");
+    absl::Status s = Runc(config).Exec("c1", options, ChildStdio{});
+    CHECK(s.code() == absl::StatusCode::kFailedPrecondition);
+    CHECK_THAT(std::string(s.message()),
+               Catch::StartsWith("runc exec: cannot execute '" + dir.Sub("runc")));
+  }
+  CHECK(hook_calls == 1);
+  CHECK(waitpid(-1, nullptr, WNOHANG) == -1);
 }
 
 TEST_CASE("Runc: no --log without a log path, no --root without a root", "[unit]") {
@@ -219,7 +360,10 @@ TEST_CASE("Runc: a runtime that hangs is killed at the timeout and reaped", "[un
   CHECK(errno == ECHILD);
 }
 
-TEST_CASE("Runc: create gets the given stdio and nothing else; clean env and signals", "[unit]") {
+TEST_CASE("Runc: create and exec get the given stdio and nothing else; clean env, signals",
+          "[unit]") {
+  // exec with a hook takes the fork() path, the rest vfork().
+  const bool exec = GENERATE(false, true);
   test_support::ScopedTempDir io;
   REQUIRE_OK(io.status());
   // An fd leaked without O_CLOEXEC, at a number the shell does not use.
@@ -250,7 +394,16 @@ TEST_CASE("Runc: create gets the given stdio and nothing else; clean env and sig
   stdio.in.Reset(open(io.Sub("in").c_str(), O_RDONLY | O_CLOEXEC));
   stdio.out.Reset(open(io.Sub("out").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
   stdio.err.Reset(open(io.Sub("err").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
-  absl::Status s = Runc(fake.Config()).Create("c1", "/b", "/b/pid", std::move(stdio));
+  absl::Status s;
+  if (exec) {
+    ExecOptions options;
+    options.process_json = "{}";
+    options.pid_file = "/b/e.pid";
+    options.on_spawned = [](pid_t) { return absl::OkStatus(); };
+    s = Runc(fake.Config()).Exec("c1", options, std::move(stdio));
+  } else {
+    s = Runc(fake.Config()).Create("c1", "/b", "/b/pid", std::move(stdio));
+  }
 
   pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
   sigaction(SIGPIPE, &old_pipe, nullptr);

@@ -14,7 +14,7 @@
 #include "shim/oci/runc.h"
 #include "shim/oci/stdio.h"
 #include "test/oci/oci_test_util.h"
-#include "test/support/busybox_rootfs.h"
+#include "test/oci/test_bundle.h"
 #include "test/support/fs_util.h"
 #include "test/support/status_matchers.h"
 #include "test/support/subprocess.h"
@@ -22,7 +22,9 @@
 namespace {
 
 using oci_test::Clock;
+using oci_test::ContainerGuard;
 using oci_test::kDeadline;
+using oci_test::TestBundle;
 using shim::oci::ChildStdio;
 using shim::oci::OpenStdio;
 using shim::oci::ReadPidFile;
@@ -31,52 +33,6 @@ using shim::oci::RuncConfig;
 using test_support::ReadFile;
 using test_support::ScopedTempDir;
 using test_support::WriteFile;
-
-// A bundle made by `runc spec`, with a busybox rootfs, no terminal and the
-// given process args (a JSON list body).
-struct TestBundle {
-  explicit TestBundle(const std::string& args_json) {
-    REQUIRE_OK(tmp.status());
-    bundle = tmp.Sub("bundle");
-    root = tmp.Sub("runtime-root");
-    REQUIRE_OK(test_support::MakeDirs(bundle));
-    REQUIRE_OK(test_support::BusyboxRootfs(bundle + "/rootfs"));
-    auto spec = test_support::Run({"runc", "spec", "--bundle", bundle});
-    REQUIRE_OK(spec);
-    REQUIRE(spec->ok());
-    auto config = ReadFile(bundle + "/config.json");
-    REQUIRE_OK(config);
-    Replace(*config, "\"terminal\": true", "\"terminal\": false");
-    Replace(*config, "\"args\": [\n\t\t\t\"sh\"\n\t\t]", "\"args\": [" + args_json + "]");
-    REQUIRE_OK(WriteFile(bundle + "/config.json", *config));
-  }
-
-  static void Replace(std::string& text, const std::string& from, const std::string& to) {
-    size_t at = text.find(from);
-    INFO("config.json does not contain: " << from);
-    REQUIRE(at != std::string::npos);
-    text.replace(at, from.size(), to);
-  }
-
-  RuncConfig Config(const std::string& binary) const {
-    RuncConfig c;
-    c.binary = binary;
-    c.root = root;
-    c.log_path = bundle + "/log.json";
-    return c;
-  }
-
-  ScopedTempDir tmp;
-  std::string bundle, root;
-};
-
-// Deletes the container however the test ends.
-struct ContainerGuard {
-  ContainerGuard(const Runc& runc, std::string id) : runc(runc), id(std::move(id)) {}
-  ~ContainerGuard() { (void)runc.Delete(id, /*force=*/true); }
-  const Runc& runc;
-  std::string id;
-};
 
 // crun 1.8 refuses to run on a hybrid cgroup host whose cgroup2 hierarchy
 // has controllers ("cgroups in hybrid mode not supported, drop all
