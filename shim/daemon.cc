@@ -21,6 +21,7 @@
 #include "shim/keeper_link.h"
 #include "shim/log.h"
 #include "shim/paths.h"
+#include "shim/process/runc_runtime.h"
 #include "shim/state_store.h"
 #include "shim/task_service.h"
 #include "shim/worker_pool.h"
@@ -53,6 +54,38 @@ void RemoveInstance(const InstancePaths& paths) {
   std::filesystem::remove_all(paths.dir, ec);
   if (ec) LogError("removing {}: {}", paths.dir, ec.message());
 }
+
+// The process layer's seams, onto the pinned exit monitor and the keeper.
+class MonitorExits final : public process::ExitTracker {
+ public:
+  explicit MonitorExits(bpf::ExitMonitor& monitor) : monitor_(monitor) {}
+  absl::Status Track(pid_t pid, uint64_t start) override { return monitor_.Track(pid, start); }
+  absl::Status TrackSpawner(pid_t pid) override { return monitor_.TrackSpawner(pid); }
+  absl::Status Untrack(pid_t pid) override { return monitor_.Untrack(pid); }
+  absl::Status Forget(pid_t pid) override { return monitor_.Forget(pid); }
+
+ private:
+  bpf::ExitMonitor& monitor_;
+};
+
+class KeeperFds final : public process::FdKeeper {
+ public:
+  explicit KeeperFds(KeeperLink& keeper) : keeper_(keeper) {}
+  void Keep(const std::string& name, base::UniqueFd fd) override {
+    keeper_.Keep(name, std::move(fd));
+  }
+  void Drop(const std::string& name) override { keeper_.Drop(name); }
+  // TODO(merge keeper-tty): the keeper's relay.
+  void RelayTty(const std::string& name, process::TerminalFds) override {
+    LogError("{}: terminals are not relayed yet", name);
+  }
+  void ResizeTty(const std::string&, uint32_t, uint32_t) override {}
+  void CloseTtyInput(const std::string&) override {}
+  void DropTty(const std::string&) override {}
+
+ private:
+  KeeperLink& keeper_;
+};
 
 }  // namespace
 
@@ -95,18 +128,20 @@ int RunDaemon(const Flags& flags) {
   StateStore store(paths.state);
   const char* ttrpc_address = std::getenv("TTRPC_ADDRESS");
   EventPublisher events(loop, ttrpc_address ? ttrpc_address : "", paths.dir + "/events");
-  TaskService service(loop, pool, store, events, **monitor);
 
   ttrpc::ServerOptions server_options;
   server_options.log = [](std::string_view line) { LogWarn("ttrpc: {}", line); };
   auto server = std::make_unique<ttrpc::Server>(loop, server_options);
+  KeeperLink keeper(loop, std::move(channel), *server);
+
+  MonitorExits exits(**monitor);
+  KeeperFds keeper_fds(keeper);
+  process::RuncRuntime runtime;
+  process::Environment env{loop, pool, runtime, exits, events, keeper_fds, store};
+  TaskService service(env, [&] { return (*monitor)->Replay(); });
   service.RegisterOn(*server);
   service.Recover();
 
-  KeeperLink keeper(loop, std::move(channel), *server);
-  service.SetFdKeeper(
-      [&](const std::string& name, base::UniqueFd fd) { keeper.Keep(name, std::move(fd)); },
-      [&](const std::string& name) { keeper.Drop(name); });
   bool keeper_gone = false;
   keeper.SetOnKeeperGone([&] {
     keeper_gone = true;

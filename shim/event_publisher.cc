@@ -20,11 +20,12 @@ namespace {
 
 using ForwardRequest = containerd::services::events::ttrpc::v1::ForwardRequest;
 
-// Every task event carries its container id in field 1.
-std::string ContainerIdOf(const google::protobuf::Any& any) {
+// Every task event carries its container id in field 1; TaskExit (`id`),
+// TaskExecAdded and TaskExecStarted (`exec_id`) name their process in field 2.
+std::pair<std::string, std::string> IdsOf(const google::protobuf::Any& any) {
   containerd::events::TaskExit probe;
-  if (!probe.ParseFromString(any.value())) return "";
-  return probe.container_id();
+  if (!probe.ParseFromString(any.value())) return {};
+  return {probe.container_id(), probe.id()};
 }
 
 }  // namespace
@@ -85,8 +86,9 @@ void EventPublisher::LoadSpool() {
       unlink(SpoolPath(seq).c_str());
       continue;
     }
-    queue_.push_back({seq, req.envelope().topic(), req.envelope().namespace_(),
-                      ContainerIdOf(req.envelope().event()), std::move(*bytes)});
+    auto [container_id, process_id] = IdsOf(req.envelope().event());
+    queue_.push_back({seq, req.envelope().topic(), req.envelope().namespace_(), container_id,
+                      process_id, std::move(*bytes)});
     next_seq_ = seq + 1;
   }
   if (!queue_.empty()) {
@@ -96,9 +98,10 @@ void EventPublisher::LoadSpool() {
 }
 
 bool EventPublisher::Spooled(const std::string& topic, const std::string& ns,
-                             const std::string& id) const {
+                             const std::string& id, const std::string& process_id) const {
   return std::any_of(queue_.begin(), queue_.end(), [&](const Queued& q) {
-    return q.topic == topic && q.ns == ns && q.container_id == id;
+    return q.topic == topic && q.ns == ns && q.container_id == id &&
+           (process_id.empty() || q.process_id == process_id);
   });
 }
 
@@ -117,7 +120,8 @@ void EventPublisher::Publish(const std::string& ns, const std::string& topic,
   // containerd 1.6 resolves bare message names, not type.googleapis.com/ URLs.
   env->mutable_event()->set_type_url(std::string(type));
   env->mutable_event()->set_value(event.SerializeAsString());
-  Queued q{next_seq_++, topic, ns, ContainerIdOf(env->event()), req.SerializeAsString()};
+  auto [container_id, process_id] = IdsOf(env->event());
+  Queued q{next_seq_++, topic, ns, container_id, process_id, req.SerializeAsString()};
   std::string tmp = SpoolPath(q.seq) + ".tmp";
   if (int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600); fd >= 0) {
     bool ok = write(fd, q.request.data(), q.request.size()) ==

@@ -14,6 +14,7 @@
 #include <string_view>
 
 #include "google/protobuf/message_lite.h"
+#include "shim/process/environment.h"
 #include "ttrpc/client.h"
 #include "ttrpc/event_loop.h"
 
@@ -23,7 +24,7 @@ namespace shim {
 // "containerd.events.TaskExit"); empty for a topic the shim does not send.
 std::string_view EventTypeOf(std::string_view topic);
 
-class EventPublisher {
+class EventPublisher final : public process::EventSink {
  public:
   // `spool_dir` holds one file per undelivered event; what it holds already
   // (from an earlier server) is sent first.
@@ -32,10 +33,13 @@ class EventPublisher {
   // Spools `event` under `topic` ("/tasks/exit") in `ns`, stamped now, and
   // sends it when its turn comes. Loop thread.
   void Publish(const std::string& ns, const std::string& topic,
-               const google::protobuf::MessageLite& event);
+               const google::protobuf::MessageLite& event) override;
 
-  // Whether an event of `topic` for container `id` in `ns` waits in the spool.
-  bool Spooled(const std::string& topic, const std::string& ns, const std::string& id) const;
+  // Whether an event of `topic` for container `id` in `ns` waits in the
+  // spool; with `process_id`, only one naming that process (TaskExit's `id`,
+  // an exec event's `exec_id`).
+  bool Spooled(const std::string& topic, const std::string& ns, const std::string& id,
+               const std::string& process_id = "") const override;
 
   size_t queued() const { return queue_.size(); }
   uint64_t delivered() const { return delivered_; }
@@ -43,7 +47,7 @@ class EventPublisher {
  private:
   struct Queued {
     uint64_t seq;
-    std::string topic, ns, container_id;
+    std::string topic, ns, container_id, process_id;
     std::string request;  // a serialised ForwardRequest
   };
   void LoadSpool();

@@ -1,0 +1,114 @@
+#include "shim/process/container.h"
+
+#include "base/absl_fmt.h"
+#include "events_task.pb.h"
+#include "fmt/format.h"
+#include "shim/log.h"
+#include "shim/paths.h"
+
+namespace shim::process {
+
+namespace events = containerd::events;
+
+Container::Container(Environment& env, ExitRouter& router, embedshim::ContainerRecord record)
+    : env_(env),
+      router_(router),
+      record_(std::move(record)),
+      init_(*this, FromRecord(record_.status())) {
+  record_.clear_execs();
+  init_.Restore(record_);
+}
+
+Container::~Container() {
+  router_.Remove(init_.pid(), &init_);
+  for (auto& [id, e] : execs_) router_.Remove(e->pid(), e.get());
+}
+
+embedshim::ContainerRecord Container::Record() const {
+  embedshim::ContainerRecord r = record_;
+  r.set_status(ToRecord(init_.status()));
+  r.set_pid(static_cast<uint32_t>(init_.pid()));
+  r.set_start_boottime(init_.start_boottime());
+  r.set_exit_status(init_.exit_status());
+  r.set_exited_at_unix_nano(init_.exited_at_unix_nano());
+  for (const auto& [id, e] : execs_) *r.add_execs() = e->Record();
+  return r;
+}
+
+void Container::Persist() const {
+  if (absl::Status st = env_.store.Save(Record()); !st.ok())
+    LogFor(LogLevel::kError, ns(), id(), "persisting state: {}", st);
+}
+
+absl::StatusOr<Process*> Container::Find(const std::string& exec_id) {
+  if (exec_id.empty()) return &init_;
+  auto e = FindExec(exec_id);
+  if (!e.ok()) return e.status();
+  return *e;
+}
+
+absl::StatusOr<ExecProcess*> Container::FindExec(const std::string& exec_id) {
+  auto it = execs_.find(exec_id);
+  if (it == execs_.end())
+    return absl::NotFoundError(fmt::format("exec {} of container {} not found", exec_id, id()));
+  return it->second.get();
+}
+
+bool Container::AnyExecAlive() const {
+  for (const auto& [id, e] : execs_)
+    if (e->alive()) return true;
+  return false;
+}
+
+absl::Status Container::AddExec(const containerd::task::v2::ExecProcessRequest& req,
+                                bool replayed) {
+  if (!IsValidIdentifier(req.exec_id()))
+    return absl::InvalidArgumentError(fmt::format("exec id {:?} is not valid", req.exec_id()));
+  if (execs_.contains(req.exec_id())) {
+    if (replayed) return absl::OkStatus();  // the earlier server added it
+    return absl::AlreadyExistsError(
+        fmt::format("exec {} of container {} already exists", req.exec_id(), id()));
+  }
+  // runc-v2: a stopped (or deleted) init takes no new execs.
+  if (init_.status() == Status::kStopped || init_.status() == Status::kDeleted ||
+      init_.status() == Status::kCreating)
+    return absl::FailedPreconditionError(fmt::format(
+        "cannot exec in container {}: its init process is {}", id(), Name(init_.status())));
+  embedshim::ExecRecord r;
+  r.set_exec_id(req.exec_id());
+  r.set_spec(req.spec().value());
+  r.set_stdin(req.stdin());
+  r.set_stdout(req.stdout());
+  r.set_stderr(req.stderr());
+  r.set_terminal(req.terminal());
+  r.set_status(embedshim::CREATED);
+  execs_[req.exec_id()] = std::make_unique<ExecProcess>(*this, std::move(r));
+  Persist();
+  events::TaskExecAdded ev;
+  ev.set_container_id(id());
+  ev.set_exec_id(req.exec_id());
+  env_.events.Publish(ns(), "/tasks/exec-added", ev);
+  LogFor(LogLevel::kInfo, ns(), id(), "exec {} added terminal={}", req.exec_id(), req.terminal());
+  return absl::OkStatus();
+}
+
+ExecProcess& Container::RestoreExec(const embedshim::ExecRecord& r) {
+  auto& e = execs_[r.exec_id()];
+  e = std::make_unique<ExecProcess>(*this, r);
+  if (e->alive()) router_.Add(e->pid(), e.get());
+  return *e;
+}
+
+void Container::RemoveExec(const std::string& exec_id) {
+  auto it = execs_.find(exec_id);
+  if (it == execs_.end()) return;
+  router_.Remove(it->second->pid(), it->second.get());
+  execs_.erase(it);
+  Persist();
+}
+
+void Container::Recover() {
+  for (auto& [id, e] : execs_) e->Recover();
+}
+
+}  // namespace shim::process

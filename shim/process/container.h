@@ -1,0 +1,73 @@
+// Container: one container as the loop sees it: its record, its init, its
+// execs and the serial queue of its mutating RPCs. Owned by the loop thread;
+// never touched by workers (they get copies of the record).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "shim.pb.h"
+#include "shim/process/environment.h"
+#include "shim/process/exit_router.h"
+#include "shim/process/process.h"
+#include "shim/process/serial_queue.h"
+#include "shim/state.pb.h"
+
+namespace shim::process {
+
+class Container {
+ public:
+  // `record` without its execs: what Create was asked, or what a restarted
+  // server read back (then Restore the execs).
+  Container(Environment& env, ExitRouter& router, embedshim::ContainerRecord record);
+  Container(const Container&) = delete;
+  Container& operator=(const Container&) = delete;
+  ~Container();
+
+  const std::string& ns() const { return record_.namespace_(); }
+  const std::string& id() const { return record_.id(); }
+  const std::string& bundle() const { return record_.bundle(); }
+  // The container's own part of its record (the init's state and the execs
+  // are kept by them); Record() has it all.
+  const embedshim::ContainerRecord& base() const { return record_; }
+  embedshim::ContainerRecord& mutable_base() { return record_; }
+  embedshim::ContainerRecord Record() const;
+  // Saves Record(): on every state change.
+  void Persist() const;
+
+  Environment& env() { return env_; }
+  ExitRouter& router() { return router_; }
+  SerialQueue& queue() { return queue_; }
+  InitProcess& init() { return init_; }
+  const InitProcess& init() const { return init_; }
+
+  // The process an RPC names ("" = the init), or NotFound.
+  absl::StatusOr<Process*> Find(const std::string& exec_id);
+  absl::StatusOr<ExecProcess*> FindExec(const std::string& exec_id);
+  const std::map<std::string, std::unique_ptr<ExecProcess>>& execs() const { return execs_; }
+  bool AnyExecAlive() const;
+
+  // Exec: records the process (AlreadyExists for a known id,
+  // FailedPrecondition once the init has stopped) and publishes TaskExecAdded.
+  // A replayed Exec of the same id succeeds.
+  absl::Status AddExec(const containerd::task::v2::ExecProcessRequest& req, bool replayed);
+  // Restores an exec from the record (recovery).
+  ExecProcess& RestoreExec(const embedshim::ExecRecord& r);
+  void RemoveExec(const std::string& exec_id);
+
+  // Recovery, after every process is restored: starts in flight resolved.
+  void Recover();
+
+ private:
+  Environment& env_;
+  ExitRouter& router_;
+  embedshim::ContainerRecord record_;
+  InitProcess init_;
+  std::map<std::string, std::unique_ptr<ExecProcess>> execs_;
+  SerialQueue queue_;
+};
+
+}  // namespace shim::process

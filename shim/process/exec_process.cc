@@ -1,0 +1,167 @@
+// An exec process: recorded by Exec (Container::AddExec), `runc exec
+// --detach` at Start, signalled directly (a pidfd), deleted from its
+// container. Its exit is tracked from birth: runc is a tracked spawner.
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <memory>
+
+#include "base/absl_fmt.h"
+#include "bpf/pidfd.h"
+#include "events_task.pb.h"
+#include "fmt/format.h"
+#include "shim/clock.h"
+#include "shim/log.h"
+#include "shim/oci/runc.h"
+#include "shim/process/container.h"
+#include "shim/process/process.h"
+#include "shim/worker_pool.h"
+
+namespace shim::process {
+
+namespace task = containerd::task::v2;
+namespace events = containerd::events;
+
+embedshim::ExecRecord ExecProcess::Record() const {
+  embedshim::ExecRecord r = record_;
+  r.set_status(ToRecord(status_));
+  r.set_pid(pid_);
+  r.set_start_boottime(start_boottime_);
+  r.set_exit_status(exit_status_);
+  r.set_exited_at_unix_nano(exited_at_);
+  return r;
+}
+
+std::string ExecProcess::PidFile() const {
+  return fmt::format("{}/{}.pid", container_.bundle(), exec_id());
+}
+
+void ExecProcess::Start(bool replayed, Then<pid_t> then) {
+  if (replayed && (status_ == Status::kRunning || status_ == Status::kStopped))
+    return then(pid());  // the earlier server started it
+  if (absl::Status st = Check(Event::kStart); !st.ok()) return then(st);
+  const Status init = container_.init().status();
+  if (init != Status::kRunning && init != Status::kPaused && init != Status::kCreated)
+    return then(absl::FailedPreconditionError(fmt::format(
+        "cannot start exec {}: container {} is {}", exec_id(), container_.id(), Name(init))));
+  Apply(Event::kStart);
+  Environment& env = container_.env();
+  container_.router().BeginSpawn();
+  env.pool.Run<std::shared_ptr<absl::StatusOr<Spawned>>>(
+      [&runtime = env.runtime, &exits = env.exits, container = container_.Record(),
+       exec = Record()] {
+        // Tracked before runc can fork: the exec'd process's exit, however
+        // soon it comes, is in the monitor's map under its own pid.
+        auto track = [&exits](pid_t runtime_pid) { return exits.TrackSpawner(runtime_pid); };
+        return std::make_shared<absl::StatusOr<Spawned>>(runtime.Exec(container, exec, track));
+      },
+      [this, then = std::move(then)](std::shared_ptr<absl::StatusOr<Spawned>> res) {
+        Environment& env = container_.env();
+        if (!res->ok()) {
+          Apply(Event::kStartFailed);
+          container_.router().EndSpawn(0);
+          LogFor(LogLevel::kWarn, container_.ns(), container_.id(), "exec {} start failed: {}",
+                 exec_id(), res->status());
+          return then(res->status());
+        }
+        Spawned& s = **res;
+        pid_ = static_cast<uint32_t>(s.pid);
+        start_boottime_ = s.start_boottime;
+        container_.router().Add(s.pid, this);
+        KeepStdio(s);
+        Apply(Event::kStarted);
+        if (!env.events.Spooled("/tasks/exec-started", container_.ns(), container_.id(),
+                                exec_id())) {
+          events::TaskExecStarted ev;
+          ev.set_container_id(container_.id());
+          ev.set_exec_id(exec_id());
+          ev.set_pid(pid_);
+          env.events.Publish(container_.ns(), "/tasks/exec-started", ev);
+        }
+        container_.Persist();
+        LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "exec {} started pid={}",
+               exec_id(), pid_);
+        pid_t started = pid();
+        then(started);
+        // Exits that came before the pid was known: applied after the start.
+        container_.router().EndSpawn(started);
+        ReleaseHeldExit();
+      });
+}
+
+void ExecProcess::Kill(int signal, bool /*all*/, bool replayed, ThenStatus then) {
+  if (replayed && status_ == Status::kStopped) return then(absl::OkStatus());
+  if (absl::Status st = Check(Event::kKill); !st.ok()) return then(st);
+  // runc-v2 signals an exec with kill(2); a pidfd cannot hit a reused pid.
+  auto pidfd = bpf::PidfdIfSameLive(pid(), start_boottime_);
+  if (!pidfd.ok()) return then(absl::NotFoundError("process already finished"));
+  if (syscall(SYS_pidfd_send_signal, pidfd->get(), signal, nullptr, 0) != 0) {
+    if (errno == ESRCH) return then(absl::NotFoundError("process already finished"));
+    return then(absl::UnknownError(
+        fmt::format("kill exec {}: {}", exec_id(), std::strerror(errno))));
+  }
+  LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "exec {} kill signal={}", exec_id(),
+         signal);
+  then(absl::OkStatus());
+}
+
+void ExecProcess::ApplyExit(const bpf::ExitRecord& exit) {
+  SetExit(exit);
+  LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "exec {} exited pid={} status={}",
+         exec_id(), exit.pid, exit_status_);
+  // Spool, persist, forget: as the init's exit (see InitProcess::ApplyExit).
+  Environment& env = container_.env();
+  if (!env.events.Spooled("/tasks/exit", container_.ns(), container_.id(), exec_id())) {
+    events::TaskExit ev;
+    ev.set_container_id(container_.id());
+    ev.set_id(exec_id());
+    ev.set_pid(pid_);
+    ev.set_exit_status(exit_status_);
+    SetTimestamp(ev.mutable_exited_at(), exited_at_);
+    env.events.Publish(container_.ns(), "/tasks/exit", ev);
+  }
+  container_.Persist();
+  (void)env.exits.Forget(exit.pid);
+  container_.router().Remove(exit.pid, this);
+  AnswerWaiters();
+  container_.init().OnExecExited();
+}
+
+absl::StatusOr<task::DeleteResponse> ExecProcess::Delete() {
+  if (absl::Status st = Check(Event::kDelete); !st.ok()) return st;
+  task::DeleteResponse resp = DeleteResponse();
+  DropStdio();
+  unlink(PidFile().c_str());
+  LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "exec {} deleted", exec_id());
+  container_.RemoveExec(exec_id());  // destroys this
+  return resp;
+}
+
+void ExecProcess::Recover() {
+  if (status_ != Status::kCreated) return;
+  // A start was in flight when the server died, and `runc exec` may have
+  // finished as an orphan: its pid file says so. The process's exit, if it
+  // came, waits in the monitor's map (runc was a tracked spawner).
+  auto pid = oci::ReadPidFile(PidFile());
+  if (!pid.ok()) return;  // not started: a replayed Start runs it
+  pid_ = static_cast<uint32_t>(*pid);
+  auto start = bpf::ReadStartBoottime(*pid);
+  start_boottime_ = start.ok() ? *start : 0;
+  Apply(Event::kStart);
+  Apply(Event::kStarted);
+  container_.router().Add(*pid, this);
+  LogFor(LogLevel::kWarn, container_.ns(), container_.id(),
+         "exec {} was started by the previous server: pid {}", exec_id(), pid_);
+  Environment& env = container_.env();
+  if (!env.events.Spooled("/tasks/exec-started", container_.ns(), container_.id(), exec_id())) {
+    events::TaskExecStarted ev;
+    ev.set_container_id(container_.id());
+    ev.set_exec_id(exec_id());
+    ev.set_pid(pid_);
+    env.events.Publish(container_.ns(), "/tasks/exec-started", ev);
+  }
+  container_.Persist();
+}
+
+}  // namespace shim::process

@@ -1,0 +1,299 @@
+// The init process of a container: runc create, start, kill, pause, resume
+// and delete, each a legal transition (state.h) or a clear error.
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <memory>
+#include <utility>
+
+#include "base/absl_fmt.h"
+#include "bpf/pidfd.h"
+#include "events_task.pb.h"
+#include "fmt/format.h"
+#include "shim/clock.h"
+#include "shim/exit_report.h"
+#include "shim/log.h"
+#include "shim/process/container.h"
+#include "shim/process/process.h"
+#include "shim/worker_pool.h"
+#include "ttrpc/event_loop.h"
+
+namespace shim::process {
+
+namespace task = containerd::task::v2;
+namespace events = containerd::events;
+
+namespace {
+// A pid-namespace init is gone only once the kernel has killed and reaped
+// the rest of its namespace; `runc delete` refuses until then.
+constexpr absl::Duration kInitGoneLimit = absl::Seconds(10);
+}  // namespace
+
+const std::string& InitProcess::exec_id() const {
+  static const std::string kNone;
+  return kNone;
+}
+const std::string& InitProcess::stdin_path() const { return container_.base().stdin(); }
+const std::string& InitProcess::stdout_path() const { return container_.base().stdout(); }
+const std::string& InitProcess::stderr_path() const { return container_.base().stderr(); }
+bool InitProcess::terminal() const { return container_.base().terminal(); }
+
+void InitProcess::Restore(const embedshim::ContainerRecord& r) {
+  pid_ = r.pid();
+  start_boottime_ = r.start_boottime();
+  exit_status_ = r.exit_status();
+  exited_at_ = r.exited_at_unix_nano();
+  if (alive() || status_ == Status::kCreated) container_.router().Add(pid(), this);
+}
+
+void InitProcess::Create(bool replayed, const task::CreateTaskRequest& req, Then<pid_t> then) {
+  Environment& env = container_.env();
+  // If this process dies during `runc create`, the next one finds a
+  // creating record and undoes it before the replayed Create runs again.
+  container_.Persist();
+  env.pool.Run<std::shared_ptr<absl::StatusOr<Spawned>>>(
+      [&runtime = env.runtime, record = container_.Record(), replayed] {
+        return std::make_shared<absl::StatusOr<Spawned>>(runtime.Create(record, replayed));
+      },
+      [this, req, then = std::move(then)](std::shared_ptr<absl::StatusOr<Spawned>> res) {
+        Environment& env = container_.env();
+        if (!res->ok()) {
+          LogFor(LogLevel::kError, container_.ns(), container_.id(), "create failed: {}",
+                 res->status());
+          Apply(Event::kDelete);  // nothing mounted or created remains
+          return then(res->status());
+        }
+        Spawned& s = **res;
+        // runc holds the init until `runc start`: tracking it now misses nothing.
+        if (absl::Status st = env.exits.Track(s.pid, s.start_boottime); !st.ok())
+          LogFor(LogLevel::kError, container_.ns(), container_.id(), "tracking pid {}: {}",
+                 s.pid, st);
+        pid_ = static_cast<uint32_t>(s.pid);
+        start_boottime_ = s.start_boottime;
+        container_.router().Add(s.pid, this);
+        KeepStdio(s);
+        Apply(Event::kCreated);
+        container_.Persist();
+
+        events::TaskCreate ev;
+        ev.set_container_id(container_.id());
+        ev.set_bundle(container_.bundle());
+        *ev.mutable_rootfs() = req.rootfs();
+        ev.mutable_io()->set_stdin(req.stdin());
+        ev.mutable_io()->set_stdout(req.stdout());
+        ev.mutable_io()->set_stderr(req.stderr());
+        ev.mutable_io()->set_terminal(req.terminal());
+        ev.set_pid(pid_);
+        env.events.Publish(container_.ns(), "/tasks/create", ev);
+        LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "created pid={}", pid_);
+        then(pid());
+      });
+}
+
+void InitProcess::Start(bool replayed, Then<pid_t> then) {
+  if (replayed && container_.base().started()) return then(pid());  // the earlier server did
+  if (absl::Status st = Check(Event::kStart); !st.ok()) return then(st);
+  Apply(Event::kStart);
+  Environment& env = container_.env();
+  env.pool.Run<absl::Status>(
+      [&runtime = env.runtime, record = container_.Record(), replayed] {
+        return runtime.Start(record, replayed);
+      },
+      [this, then = std::move(then)](absl::Status st) {
+        if (st.ok()) {
+          Apply(Event::kStarted);
+          MarkStarted();
+          LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "started pid={}", pid_);
+          then(pid());
+        } else {
+          Apply(Event::kStartFailed);
+          LogFor(LogLevel::kError, container_.ns(), container_.id(), "start failed: {}", st);
+          then(st);
+        }
+        ReleaseHeldExit();
+      });
+}
+
+void InitProcess::MarkStarted() {
+  if (status_ == Status::kCreated) {  // recovery: the dead server's `runc start` ran
+    Apply(Event::kStart);
+    Apply(Event::kStarted);
+  }
+  container_.mutable_base().set_started(true);
+  Environment& env = container_.env();
+  if (!env.events.Spooled("/tasks/start", container_.ns(), container_.id())) {
+    events::TaskStart ev;  // spooled first, then the state
+    ev.set_container_id(container_.id());
+    ev.set_pid(pid_);
+    env.events.Publish(container_.ns(), "/tasks/start", ev);
+  }
+  container_.Persist();
+}
+
+void InitProcess::Kill(int signal, bool all, bool replayed, ThenStatus then) {
+  if (replayed && status_ == Status::kStopped) return then(absl::OkStatus());  // it worked
+  if (absl::Status st = Check(Event::kKill); !st.ok()) return then(st);
+  LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "kill signal={} all={}", signal, all);
+  Environment& env = container_.env();
+  env.pool.Run<absl::Status>(
+      [&runtime = env.runtime, record = container_.Record(), signal, all] {
+        return runtime.Kill(record, signal, all);
+      },
+      [this, replayed, then = std::move(then)](absl::Status st) {
+        // A replayed Kill that finds the process gone: the dead server's
+        // `runc kill`, an orphan now, got there first. It worked.
+        if (replayed && absl::IsNotFound(st)) st = absl::OkStatus();
+        if (!st.ok()) LogFor(LogLevel::kWarn, container_.ns(), container_.id(), "kill: {}", st);
+        then(st);
+      });
+}
+
+void InitProcess::Freeze(Event event, bool replayed, ThenStatus then) {
+  const bool pause = event == Event::kPause;
+  const Status target = pause ? Status::kPaused : Status::kRunning;
+  if (replayed && status_ == target) return then(absl::OkStatus());  // it worked the first time
+  if (absl::Status st = Check(event); !st.ok()) return then(st);
+  Environment& env = container_.env();
+  env.pool.Run<absl::Status>(
+      [&runtime = env.runtime, record = container_.Record(), pause] {
+        return pause ? runtime.Pause(record) : runtime.Resume(record);
+      },
+      [this, replayed, event, pause, then = std::move(then)](absl::Status st) {
+        // A replayed one: the dead server's `runc pause|resume`, an orphan
+        // now, may have done it first, and runc refuses to do it twice.
+        if (!st.ok() && replayed &&
+            st.message().find(pause ? "not running" : "not paused") != absl::string_view::npos)
+          st = absl::OkStatus();
+        if (!st.ok()) {
+          LogFor(LogLevel::kWarn, container_.ns(), container_.id(), "{}: {}",
+                 pause ? "pause" : "resume", st);
+          return then(st);
+        }
+        if (Check(event).ok()) Apply(event);  // an exit meanwhile wins
+        LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "{}",
+               pause ? "paused" : "resumed");
+        Environment& env = container_.env();
+        if (pause) {
+          events::TaskPaused ev;
+          ev.set_container_id(container_.id());
+          env.events.Publish(container_.ns(), "/tasks/paused", ev);
+        } else {
+          events::TaskResumed ev;
+          ev.set_container_id(container_.id());
+          env.events.Publish(container_.ns(), "/tasks/resumed", ev);
+        }
+        container_.Persist();
+        then(absl::OkStatus());
+      });
+}
+
+void InitProcess::OnExecExited() {
+  if (!exit_after_execs_ || container_.AnyExecAlive()) return;
+  bpf::ExitRecord exit = *exit_after_execs_;
+  exit_after_execs_.reset();
+  ApplyExit(exit);
+}
+
+void InitProcess::ApplyExit(const bpf::ExitRecord& exit) {
+  if (container_.AnyExecAlive()) {
+    // The init's TaskExit is the container's last (runc-v2 >= 1.6.36): it
+    // waits for the execs, which cannot outlive it. In a private pid
+    // namespace the kernel kills them; sharing the host's, we do. The exit
+    // stays in the monitor's map meanwhile, so a restarted server holds it
+    // again.
+    if (!exit_after_execs_) {
+      LogFor(LogLevel::kInfo, container_.ns(), container_.id(),
+             "init exited; its exit waits for the execs still running");
+      for (const auto& [id, e] : container_.execs()) {
+        if (!e->alive() || e->pid() <= 0) continue;
+        if (auto pidfd = bpf::PidfdIfSameLive(e->pid(), e->start_boottime()); pidfd.ok())
+          (void)syscall(SYS_pidfd_send_signal, pidfd->get(), SIGKILL, nullptr, 0);
+      }
+    }
+    exit_after_execs_ = exit;
+    return;
+  }
+  SetExit(exit);
+  LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "exited pid={} status={}", exit.pid,
+         exit_status_);
+  // Order matters across a crash: the event is spooled, then the state is
+  // persisted, then the exit record is forgotten. A server that dies between
+  // any two steps is followed by one that replays the exit, finds the event
+  // already spooled, and does not send it twice.
+  Environment& env = container_.env();
+  embedshim::ContainerRecord record = container_.Record();
+  if (!env.events.Spooled("/tasks/exit", container_.ns(), container_.id(), container_.id()))
+    env.events.Publish(container_.ns(), "/tasks/exit", ExitEventOf<events::TaskExit>(record));
+  container_.Persist();
+  (void)env.exits.Forget(exit.pid);
+  container_.router().Remove(exit.pid, this);
+  AnswerWaiters();
+}
+
+void InitProcess::WhenGone(std::function<void()> then) {
+  if (status_ != Status::kStopped) return then();
+  auto pidfd = bpf::PidfdIfSameLive(pid(), start_boottime_);
+  if (!pidfd.ok()) return then();  // gone already, or the pid is another process's now
+  // Whichever comes first, the pidfd or the time limit, runs `then`.
+  struct Wait {
+    base::UniqueFd pidfd;
+    std::function<void()> then;
+    ttrpc::EventLoop* loop;
+    void Fire() {
+      if (!then) return;
+      loop->Remove(pidfd.get());
+      pidfd.Reset();
+      std::exchange(then, nullptr)();
+    }
+  };
+  ttrpc::EventLoop& loop = container_.env().loop;
+  auto wait = std::make_shared<Wait>(Wait{std::move(*pidfd), std::move(then), &loop});
+  if (absl::Status st = loop.Add(wait->pidfd.get(), EPOLLIN, [wait](uint32_t) { wait->Fire(); });
+      !st.ok())
+    return wait->Fire();
+  loop.RunAfter(kInitGoneLimit, [wait, ns = container_.ns(), id = container_.id(), pid = pid_] {
+    if (!wait->then) return;
+    LogFor(LogLevel::kWarn, ns, id,
+           "init pid {} exited {} s ago and its pid namespace is still not empty", pid,
+           absl::ToInt64Seconds(kInitGoneLimit));
+    wait->Fire();
+  });
+}
+
+void InitProcess::Delete(Then<task::DeleteResponse> then) {
+  if (absl::Status st = Check(Event::kDelete); !st.ok()) return then(st);
+  Environment& env = container_.env();
+  const bool never_started = status_ == Status::kCreated;
+  if (never_started) {
+    // `runc delete` kills the waiting init; that is no exit to report.
+    (void)env.exits.Untrack(pid());
+    container_.router().Remove(pid(), this);
+  }
+  WhenGone([this, never_started, then = std::move(then)]() mutable {
+    Environment& env = container_.env();
+    env.pool.Run<absl::Status>(
+        [&runtime = env.runtime, record = container_.Record(), never_started] {
+          return runtime.Delete(record, /*force=*/never_started);
+        },
+        [this, never_started, then = std::move(then)](absl::Status st) {
+          if (!st.ok()) {
+            LogFor(LogLevel::kError, container_.ns(), container_.id(), "delete failed: {}", st);
+            return then(st);
+          }
+          if (never_started) exited_at_ = NowUnixNano();
+          Apply(Event::kDelete);
+          DropStdio();
+          for (const auto& [id, e] : container_.execs()) e->DropStdio();
+          for (auto& w : waiters_) w.Reply(absl::NotFoundError("container deleted"));
+          waiters_.clear();
+          container_.env().events.Publish(container_.ns(), "/tasks/delete",
+                                          ExitEventOf<events::TaskDelete>(container_.Record()));
+          LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "deleted");
+          then(DeleteResponse());
+        });
+  });
+}
+
+}  // namespace shim::process

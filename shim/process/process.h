@@ -1,0 +1,170 @@
+// The processes of a container: its init and its execs. Each owns its state
+// (a legal transition of shim/process/state.h or a clear error), its part of
+// the container's record, its start/exit race and its waiters. The Task
+// service finds the process an RPC names and calls one of these; they run
+// the runtime on the worker pool and finish on the loop thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "bpf/exit_monitor.h"
+#include "shim.pb.h"
+#include "shim/process/environment.h"
+#include "shim/process/state.h"
+#include "shim/state.pb.h"
+#include "ttrpc/server.h"
+
+namespace shim::process {
+
+class Container;
+
+template <class T>
+using Then = std::function<void(absl::StatusOr<T>)>;
+using ThenStatus = std::function<void(absl::Status)>;
+
+// What an init and an exec share: a state, a pid, an exit and its waiters.
+class Process {
+ public:
+  Process(Kind kind, Container& container, Status status)
+      : kind_(kind), container_(container), status_(status) {}
+  virtual ~Process() = default;
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  Kind kind() const { return kind_; }
+  Status status() const { return status_; }
+  // What State shows: an exec follows its container when that is paused.
+  Status visible_status() const;
+  // "" for the init.
+  virtual const std::string& exec_id() const = 0;
+  pid_t pid() const { return static_cast<pid_t>(pid_); }
+  uint64_t start_boottime() const { return start_boottime_; }
+  uint32_t exit_status() const { return exit_status_; }
+  int64_t exited_at_unix_nano() const { return exited_at_; }
+  // Started (or stopped after a start): it has a pid of its own.
+  bool alive() const { return status_ == Status::kStarting || status_ == Status::kRunning ||
+                              status_ == Status::kPaused; }
+
+  // The legality of `event` now, without applying it.
+  absl::Status Check(Event event) const { return Transition(kind_, status_, event).status(); }
+
+  // A Wait: answered at once if stopped, else at the exit (or the delete).
+  void AddWaiter(ttrpc::Responder waiter);
+  // From the exit monitor. While a start is in flight the exit is held,
+  // so that the start event goes out first.
+  void OnExit(const bpf::ExitRecord& exit);
+  // Start/Kill/State/Delete/CloseIO/ResizePty of this process.
+  virtual void Start(bool replayed, Then<pid_t> then) = 0;
+  virtual void Kill(int signal, bool all, bool replayed, ThenStatus then) = 0;
+  void FillState(containerd::task::v2::StateResponse& resp) const;
+  containerd::task::v2::DeleteResponse DeleteResponse() const;
+  void CloseIO();
+  void ResizePty(uint32_t width, uint32_t height);
+  // Closes what the keeper holds for it (after a delete).
+  void DropStdio();
+
+  // The name the keeper holds this process's fds under.
+  std::string KeeperName(std::string_view what) const;
+
+ protected:
+  friend class Container;
+  // Applies `event` (which the caller checked, or which is always legal).
+  void Apply(Event event);
+  // The exit is final: sets it, publishes it, persists, answers waiters.
+  virtual void ApplyExit(const bpf::ExitRecord& exit) = 0;
+  void SetExit(const bpf::ExitRecord& exit);
+  void AnswerWaiters();
+  // The stdio fds a started process leaves, handed to the keeper.
+  void KeepStdio(Spawned& spawned);
+  // The start's outcome arrived: apply the exit that waited for it.
+  void ReleaseHeldExit();
+  virtual const std::string& stdin_path() const = 0;
+  virtual const std::string& stdout_path() const = 0;
+  virtual const std::string& stderr_path() const = 0;
+  virtual bool terminal() const = 0;
+
+  Kind kind_;
+  Container& container_;
+  Status status_;
+  uint32_t pid_ = 0;
+  uint64_t start_boottime_ = 0;
+  uint32_t exit_status_ = 0;
+  int64_t exited_at_ = 0;
+  std::vector<ttrpc::Responder> waiters_;
+  std::optional<bpf::ExitRecord> held_exit_;  // only while starting
+};
+
+// The container's init: runc create / start / kill / pause / resume / delete.
+class InitProcess final : public Process {
+ public:
+  InitProcess(Container& container, Status status) : Process(Kind::kInit, container, status) {}
+  const std::string& exec_id() const override;
+
+  // Create: persists a creating record, then `runc create`. Answers the pid.
+  void Create(bool replayed, const containerd::task::v2::CreateTaskRequest& req, Then<pid_t> then);
+  void Start(bool replayed, Then<pid_t> then) override;
+  void Kill(int signal, bool all, bool replayed, ThenStatus then) override;
+  void Freeze(Event pause_or_resume, bool replayed, ThenStatus then);
+  // `runc delete` once the init is wholly gone; answers how it ended.
+  void Delete(Then<containerd::task::v2::DeleteResponse> then);
+  // Recovery: a created init that has left `runc init` was started.
+  void MarkStarted();
+  // An exec ended: an exit held for the execs may now go out.
+  void OnExecExited();
+  void Restore(const embedshim::ContainerRecord& r);
+
+ protected:
+  void ApplyExit(const bpf::ExitRecord& exit) override;
+  const std::string& stdin_path() const override;
+  const std::string& stdout_path() const override;
+  const std::string& stderr_path() const override;
+  bool terminal() const override;
+
+ private:
+  // Runs `then` once the exited init is wholly gone (see WhenInitGone in
+  // init_process.cc).
+  void WhenGone(std::function<void()> then);
+  // Exited while execs ran: applied once the last of them is gone.
+  std::optional<bpf::ExitRecord> exit_after_execs_;
+};
+
+// One exec: recorded by Exec, `runc exec --detach` at Start.
+class ExecProcess final : public Process {
+ public:
+  ExecProcess(Container& container, embedshim::ExecRecord record)
+      : Process(Kind::kExec, container, FromRecord(record.status())),
+        record_(std::move(record)) {
+    pid_ = record_.pid();
+    start_boottime_ = record_.start_boottime();
+    exit_status_ = record_.exit_status();
+    exited_at_ = record_.exited_at_unix_nano();
+  }
+  const std::string& exec_id() const override { return record_.exec_id(); }
+  embedshim::ExecRecord Record() const;
+
+  void Start(bool replayed, Then<pid_t> then) override;
+  void Kill(int signal, bool all, bool replayed, ThenStatus then) override;
+  // Removes it from its container; answers how it ended.
+  absl::StatusOr<containerd::task::v2::DeleteResponse> Delete();
+  // Recovery: a start was in flight when the server died; what did it do?
+  void Recover();
+
+ protected:
+  void ApplyExit(const bpf::ExitRecord& exit) override;
+  const std::string& stdin_path() const override { return record_.stdin(); }
+  const std::string& stdout_path() const override { return record_.stdout(); }
+  const std::string& stderr_path() const override { return record_.stderr(); }
+  bool terminal() const override { return record_.terminal(); }
+
+ private:
+  std::string PidFile() const;
+  embedshim::ExecRecord record_;  // the persisted part; status and pid live above
+};
+
+}  // namespace shim::process

@@ -1,0 +1,25 @@
+// RuncRuntime: the process layer's Runtime seam, done with runc (or crun)
+// as runc-v2 drives it: the rootfs mounted, containerd's fifos opened for
+// the container itself, a console socket for terminals. Blocking: workers only.
+#pragma once
+
+#include "shim/process/environment.h"
+
+namespace shim::process {
+
+class RuncRuntime final : public Runtime {
+ public:
+  absl::StatusOr<Spawned> Create(const embedshim::ContainerRecord& c, bool replayed) override;
+  absl::Status Start(const embedshim::ContainerRecord& c, bool replayed) override;
+  absl::StatusOr<Spawned> Exec(const embedshim::ContainerRecord& c,
+                               const embedshim::ExecRecord& exec,
+                               const std::function<absl::Status(pid_t)>& on_spawned) override;
+  absl::Status Kill(const embedshim::ContainerRecord& c, int signal, bool all) override;
+  absl::Status Delete(const embedshim::ContainerRecord& c, bool force) override;
+  absl::Status Pause(const embedshim::ContainerRecord& c) override;
+  absl::Status Resume(const embedshim::ContainerRecord& c) override;
+  absl::StatusOr<std::vector<pid_t>> Ps(const embedshim::ContainerRecord& c) override;
+  bool WaitsInInit(pid_t pid) override;
+};
+
+}  // namespace shim::process

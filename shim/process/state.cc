@@ -1,0 +1,195 @@
+#include "shim/process/state.h"
+
+#include "base/absl_fmt.h"
+#include "fmt/format.h"
+
+namespace shim::process {
+
+std::string_view Name(Status s) {
+  switch (s) {
+    case Status::kCreating: return "creating";
+    case Status::kCreated: return "created";
+    case Status::kStarting: return "starting";
+    case Status::kRunning: return "running";
+    case Status::kPaused: return "paused";
+    case Status::kStopped: return "stopped";
+    case Status::kDeleted: return "deleted";
+  }
+  return "?";
+}
+
+std::string_view Name(Event e) {
+  switch (e) {
+    case Event::kCreated: return "create";
+    case Event::kStart: return "start";
+    case Event::kStarted: return "finish starting";
+    case Event::kStartFailed: return "fail starting";
+    case Event::kKill: return "kill";
+    case Event::kPause: return "pause";
+    case Event::kResume: return "resume";
+    case Event::kExit: return "exit";
+    case Event::kDelete: return "delete";
+  }
+  return "?";
+}
+
+namespace {
+
+using S = Status;
+using E = Event;
+
+absl::Status Illegal(Kind kind, Status from, Event event) {
+  return absl::FailedPreconditionError(fmt::format("cannot {} a {} {}process", Name(event),
+                                                   Name(from),
+                                                   kind == Kind::kInit ? "" : "exec "));
+}
+
+absl::StatusOr<Status> InitTransition(Status from, Event event) {
+  switch (from) {
+    case S::kCreating:
+      if (event == E::kCreated) return S::kCreated;
+      if (event == E::kDelete) return S::kDeleted;  // a failed create, undone
+      return absl::FailedPreconditionError("container is still being created");
+    case S::kCreated:
+      switch (event) {
+        case E::kStart: return S::kStarting;
+        case E::kKill: return S::kCreated;  // the exit comes later, as an event
+        case E::kExit: return S::kStopped;
+        case E::kDelete: return S::kDeleted;
+        default: break;
+      }
+      break;
+    case S::kStarting:
+      switch (event) {
+        case E::kStarted: return S::kRunning;
+        case E::kStartFailed: return S::kCreated;
+        case E::kExit: return S::kStarting;  // held until the start's outcome
+        default: break;
+      }
+      break;
+    case S::kRunning:
+      switch (event) {
+        case E::kKill: return S::kRunning;
+        case E::kPause: return S::kPaused;
+        case E::kExit: return S::kStopped;
+        case E::kStart: return absl::FailedPreconditionError("process already started");
+        case E::kDelete:
+          return absl::FailedPreconditionError("cannot delete a running process: kill it first");
+        default: break;
+      }
+      break;
+    case S::kPaused:
+      switch (event) {
+        case E::kKill: return S::kPaused;
+        case E::kResume: return S::kRunning;
+        case E::kExit: return S::kStopped;
+        case E::kDelete:
+          return absl::FailedPreconditionError("cannot delete a paused process: kill it first");
+        default: break;
+      }
+      break;
+    case S::kStopped:
+      switch (event) {
+        case E::kDelete: return S::kDeleted;
+        case E::kExit: return S::kStopped;  // a repeated report changes nothing
+        // containerd's kill-and-delete path reads NotFound as "already exited".
+        case E::kKill: return absl::NotFoundError("process already finished");
+        default: break;
+      }
+      break;
+    case S::kDeleted:
+      return absl::NotFoundError("process deleted");
+  }
+  return Illegal(Kind::kInit, from, event);
+}
+
+absl::StatusOr<Status> ExecTransition(Status from, Event event) {
+  switch (from) {
+    case S::kCreated:
+      switch (event) {
+        case E::kStart: return S::kStarting;
+        case E::kDelete: return S::kDeleted;
+        case E::kKill: return absl::FailedPreconditionError("exec process not started");
+        default: break;
+      }
+      break;
+    case S::kStarting:
+      switch (event) {
+        case E::kStarted: return S::kRunning;
+        case E::kStartFailed: return S::kCreated;
+        case E::kExit: return S::kStarting;  // held until the start's outcome
+        default: break;
+      }
+      break;
+    case S::kRunning:
+      switch (event) {
+        case E::kKill: return S::kRunning;
+        case E::kExit: return S::kStopped;
+        case E::kStart: return absl::FailedPreconditionError("process already started");
+        case E::kDelete:
+          return absl::FailedPreconditionError("cannot delete a running process: kill it first");
+        default: break;
+      }
+      break;
+    case S::kStopped:
+      switch (event) {
+        case E::kDelete: return S::kDeleted;
+        case E::kExit: return S::kStopped;
+        case E::kKill: return absl::NotFoundError("process already finished");
+        case E::kStart: return absl::FailedPreconditionError("process already finished");
+        default: break;
+      }
+      break;
+    case S::kDeleted:
+      return absl::NotFoundError("process deleted");
+    case S::kCreating:
+    case S::kPaused:
+      break;  // never an exec's own state
+  }
+  return Illegal(Kind::kExec, from, event);
+}
+
+}  // namespace
+
+absl::StatusOr<Status> Transition(Kind kind, Status from, Event event) {
+  return kind == Kind::kInit ? InitTransition(from, event) : ExecTransition(from, event);
+}
+
+int ToContainerdStatus(Status s) {
+  switch (s) {
+    case Status::kCreating: return 0;
+    case Status::kCreated: return 1;
+    case Status::kStarting: return 1;
+    case Status::kRunning: return 2;
+    case Status::kStopped: return 3;
+    case Status::kPaused: return 4;
+    case Status::kDeleted: return 0;
+  }
+  return 0;
+}
+
+embedshim::ProcessStatus ToRecord(Status s) {
+  switch (s) {
+    case Status::kCreating: return embedshim::CREATING;
+    case Status::kCreated: return embedshim::CREATED;
+    case Status::kStarting: return embedshim::CREATED;
+    case Status::kRunning: return embedshim::RUNNING;
+    case Status::kPaused: return embedshim::PAUSED;
+    case Status::kStopped: return embedshim::STOPPED;
+    case Status::kDeleted: return embedshim::DELETED;
+  }
+  return embedshim::PROCESS_STATUS_UNSPECIFIED;
+}
+
+Status FromRecord(embedshim::ProcessStatus s) {
+  switch (s) {
+    case embedshim::CREATING: return Status::kCreating;
+    case embedshim::CREATED: return Status::kCreated;
+    case embedshim::RUNNING: return Status::kRunning;
+    case embedshim::PAUSED: return Status::kPaused;
+    case embedshim::STOPPED: return Status::kStopped;
+    default: return Status::kDeleted;
+  }
+}
+
+}  // namespace shim::process

@@ -1,0 +1,560 @@
+// The Task service and the process layer without root: a real loop, worker
+// pool, ttrpc server and state store; fake runc, exit monitor, events and
+// keeper (shim/process/environment.h). Requests go in as relayed frames, so
+// a test can mark them replayed as the keeper does after a server restart.
+#include <catch2/catch.hpp>
+
+#include <condition_variable>
+#include <deque>
+#include <future>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "events_task.pb.h"
+#include "fmt/format.h"
+#include "google/protobuf/empty.pb.h"
+#include "shim.pb.h"
+#include "shim/process/environment.h"
+#include "shim/state_store.h"
+#include "shim/task_service.h"
+#include "shim/worker_pool.h"
+#include "test/support/fs_util.h"
+#include "test/unit/ttrpc_test_util.h"
+#include "ttrpc.pb.h"
+#include "ttrpc/server.h"
+#include "ttrpc/wire.h"
+
+namespace {
+
+namespace task = containerd::task::v2;
+using shim::process::Spawned;
+
+// A gate a fake runtime call waits at until the test opens it.
+class Gate {
+ public:
+  void Open() {
+    std::lock_guard lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  void Wait() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return open_; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = false;
+};
+
+class FakeRuntime final : public shim::process::Runtime {
+ public:
+  std::mutex mu;
+  std::vector<std::string> calls;
+  absl::Status create_error, start_error, exec_error;
+  std::shared_ptr<Gate> create_gate, start_gate, exec_gate;  // null: no wait
+  pid_t next_pid = 1000;
+  pid_t runtime_pid = 500;
+  bool waits_in_init = true;
+
+  absl::StatusOr<Spawned> Create(const embedshim::ContainerRecord& c, bool) override {
+    auto [gate, err] = Note("create " + c.id(), create_gate, create_error);
+    if (gate) gate->Wait();
+    if (!err.ok()) return err;
+    Spawned s;
+    std::lock_guard lock(mu);
+    s.pid = next_pid++;
+    s.start_boottime = 42;
+    return s;
+  }
+  absl::Status Start(const embedshim::ContainerRecord& c, bool) override {
+    auto [gate, err] = Note("start " + c.id(), start_gate, start_error);
+    if (gate) gate->Wait();
+    return err;
+  }
+  absl::StatusOr<Spawned> Exec(const embedshim::ContainerRecord& c,
+                               const embedshim::ExecRecord& e,
+                               const std::function<absl::Status(pid_t)>& on_spawned) override {
+    auto [gate, err] = Note("exec " + c.id() + " " + e.exec_id() + " " + e.spec(), exec_gate,
+                            exec_error);
+    if (absl::Status st = on_spawned(runtime_pid); !st.ok()) return st;
+    if (gate) gate->Wait();
+    if (!err.ok()) return err;
+    Spawned s;
+    std::lock_guard lock(mu);
+    s.pid = next_pid++;
+    return s;
+  }
+  absl::Status Kill(const embedshim::ContainerRecord& c, int sig, bool all) override {
+    Note(fmt::format("kill {} {} {}", c.id(), sig, all), nullptr, {});
+    return absl::OkStatus();
+  }
+  absl::Status Delete(const embedshim::ContainerRecord& c, bool force) override {
+    Note(fmt::format("delete {} {}", c.id(), force), nullptr, {});
+    return absl::OkStatus();
+  }
+  absl::Status Pause(const embedshim::ContainerRecord& c) override {
+    Note("pause " + c.id(), nullptr, {});
+    return absl::OkStatus();
+  }
+  absl::Status Resume(const embedshim::ContainerRecord& c) override {
+    Note("resume " + c.id(), nullptr, {});
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::vector<pid_t>> Ps(const embedshim::ContainerRecord&) override {
+    return std::vector<pid_t>{};
+  }
+  bool WaitsInInit(pid_t) override { return waits_in_init; }
+
+  std::vector<std::string> Calls() {
+    std::lock_guard lock(mu);
+    return calls;
+  }
+
+ private:
+  std::pair<std::shared_ptr<Gate>, absl::Status> Note(std::string call,
+                                                      const std::shared_ptr<Gate>& gate,
+                                                      const absl::Status& err) {
+    std::lock_guard lock(mu);
+    calls.push_back(std::move(call));
+    return {gate, err};
+  }
+};
+
+class FakeExits final : public shim::process::ExitTracker {
+ public:
+  std::mutex mu;
+  std::vector<std::string> calls;
+  absl::Status Track(pid_t pid, uint64_t) override { return Note("track", pid); }
+  absl::Status TrackSpawner(pid_t pid) override { return Note("spawner", pid); }
+  absl::Status Untrack(pid_t pid) override { return Note("untrack", pid); }
+  absl::Status Forget(pid_t pid) override { return Note("forget", pid); }
+  std::vector<std::string> Calls() {
+    std::lock_guard lock(mu);
+    return calls;
+  }
+
+ private:
+  absl::Status Note(const char* what, pid_t pid) {
+    std::lock_guard lock(mu);
+    calls.push_back(fmt::format("{} {}", what, pid));
+    return absl::OkStatus();
+  }
+};
+
+// Events as containerd would see them: "topic id" (TaskExit's id, an exec
+// event's exec id), in order. Loop thread only.
+class FakeEvents final : public shim::process::EventSink {
+ public:
+  std::vector<std::string> published;
+  void Publish(const std::string&, const std::string& topic,
+               const google::protobuf::MessageLite& event) override {
+    containerd::events::TaskExit probe;  // container_id 1, id / exec_id 2
+    probe.ParseFromString(event.SerializeAsString());
+    const bool names_process = topic == "/tasks/exit" || topic.rfind("/tasks/exec-", 0) == 0;
+    published.push_back(names_process ? topic + " " + probe.id() : topic);
+  }
+  bool Spooled(const std::string&, const std::string&, const std::string&,
+               const std::string&) const override {
+    return false;  // containerd took every event at once
+  }
+};
+
+class FakeKeeper final : public shim::process::FdKeeper {
+ public:
+  std::vector<std::string> calls;
+  void Keep(const std::string& name, base::UniqueFd) override { calls.push_back("keep " + name); }
+  void Drop(const std::string& name) override { calls.push_back("drop " + name); }
+  void RelayTty(const std::string& name, shim::process::TerminalFds) override {
+    calls.push_back("relay " + name);
+  }
+  void ResizeTty(const std::string& name, uint32_t w, uint32_t h) override {
+    calls.push_back(fmt::format("resize {} {}x{}", name, w, h));
+  }
+  void CloseTtyInput(const std::string& name) override { calls.push_back("eof " + name); }
+  void DropTty(const std::string& name) override { calls.push_back("droptty " + name); }
+};
+
+class Harness {
+ public:
+  Harness()
+      : tmp_("task-service-test-"),
+        dir_(tmp_.path()),
+        pool_(thread_.loop(), 2),
+        store_(dir_ + "/state"),
+        env_{thread_.loop(), pool_, runtime, exits, events, keeper, store_} {
+    thread_.Sync([&] {
+      service_ = std::make_unique<shim::TaskService>(
+          env_, [] { return std::vector<bpf::ExitRecord>{}; });
+      server_ = std::make_unique<ttrpc::Server>(thread_.loop(), ttrpc::ServerOptions{});
+      service_->RegisterOn(*server_);
+      ttrpc::Server::Relay relay;
+      relay.send = [this](std::string frame) {
+        std::lock_guard lock(mu_);
+        replies_.push_back(std::move(frame));
+        cv_.notify_all();
+      };
+      relay.close = [] {};
+      REQUIRE(server_->AddRelayedConnection(1, "ns", ucred{0, 0, 0}, relay).ok());
+    });
+  }
+  ~Harness() {
+    thread_.Sync([&] {
+      server_.reset();
+      service_.reset();
+    });
+  }
+
+  // Sends a request; Await(stream) gets its answer.
+  uint32_t Send(const std::string& method, const google::protobuf::Message& req,
+                bool replayed = false) {
+    uint32_t stream = next_stream_ += 2;
+    std::string bytes = ttrpc::EncodeRequestFrame(stream, "containerd.task.v2.Task", method,
+                                                  req.SerializeAsString(), {}, absl::ZeroDuration());
+    ttrpc::FrameDecoder decoder(UINT32_MAX);
+    decoder.Feed(bytes);
+    auto frame = decoder.Next();
+    REQUIRE(frame.has_value());
+    thread_.Sync([&] { server_->OnRelayedFrame(1, std::move(*frame), replayed); });
+    return stream;
+  }
+  // The status and payload of stream's answer; fails the test after 10 s.
+  absl::StatusOr<std::string> Await(uint32_t stream) {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      for (auto it = replies_.begin(); it != replies_.end(); ++it) {
+        ttrpc::FrameDecoder decoder(UINT32_MAX);
+        decoder.Feed(*it);
+        auto frame = decoder.Next();
+        if (!frame || frame->header.stream_id != stream) continue;
+        replies_.erase(it);
+        ttrpc::Response resp;
+        REQUIRE(resp.ParseFromString(frame->payload));
+        absl::Status st = ttrpc::StatusOf(resp);
+        if (!st.ok()) return st;
+        return resp.payload();
+      }
+      REQUIRE(cv_.wait_for(lock, std::chrono::seconds(10)) != std::cv_status::timeout);
+    }
+  }
+  bool Answered(uint32_t stream) {
+    std::lock_guard lock(mu_);
+    for (const auto& r : replies_) {
+      ttrpc::FrameDecoder decoder(UINT32_MAX);
+      decoder.Feed(r);
+      auto frame = decoder.Next();
+      if (frame && frame->header.stream_id == stream) return true;
+    }
+    return false;
+  }
+  template <class Resp>
+  absl::StatusOr<Resp> Call(const std::string& method, const google::protobuf::Message& req,
+                            bool replayed = false) {
+    auto raw = Await(Send(method, req, replayed));
+    if (!raw.ok()) return raw.status();
+    Resp resp;
+    REQUIRE(resp.ParseFromString(*raw));
+    return resp;
+  }
+
+  // Makes the monitor report pid's exit with `code`.
+  void Exit(pid_t pid, int code) {
+    thread_.Sync([&] {
+      bpf::ExitRecord e;
+      e.pid = pid;
+      e.wait_status = code << 8;
+      e.exited_at_ns = 1'700'000'000'000'000'000;
+      service_->OnExit(e);
+    });
+  }
+  std::vector<std::string> Events() {
+    return thread_.Sync([&] { return events.published; });
+  }
+  std::vector<std::string> KeeperCalls() {
+    return thread_.Sync([&] { return keeper.calls; });
+  }
+  // Waits until `done()` (called on the test's thread) holds, for worker
+  // results that reach the loop by themselves.
+  template <class F>
+  void Until(F done) {
+    for (int i = 0; i < 1000; ++i) {
+      if (done()) return;
+      std::this_thread::yield();
+      usleep(1000);
+    }
+    FAIL("condition never became true");
+  }
+
+  // A bundle with a config.json, and Create of container `id` in it.
+  task::CreateTaskRequest CreateRequest(const std::string& id, bool terminal = false) {
+    std::string bundle = dir_ + "/" + id;
+    REQUIRE(test_support::MakeDirs(bundle).ok());
+    REQUIRE(test_support::WriteFile(bundle + "/config.json", "{}").ok());
+    task::CreateTaskRequest req;
+    req.set_id(id);
+    req.set_bundle(bundle);
+    req.set_terminal(terminal);
+    return req;
+  }
+  pid_t CreateAndStart(const std::string& id) {
+    auto created = Call<task::CreateTaskResponse>("Create", CreateRequest(id));
+    REQUIRE(created.ok());
+    task::StartRequest start;
+    start.set_id(id);
+    auto started = Call<task::StartResponse>("Start", start);
+    REQUIRE(started.ok());
+    return static_cast<pid_t>(started->pid());
+  }
+  task::StateResponse State(const std::string& id, const std::string& exec_id = "") {
+    task::StateRequest req;
+    req.set_id(id);
+    req.set_exec_id(exec_id);
+    auto resp = Call<task::StateResponse>("State", req);
+    REQUIRE(resp.ok());
+    return *resp;
+  }
+
+  FakeRuntime runtime;
+  FakeExits exits;
+  FakeEvents events;
+  FakeKeeper keeper;
+
+ private:
+  test::LoopThread thread_;
+  test_support::ScopedTempDir tmp_;
+  std::string dir_;
+  shim::WorkerPool pool_;
+  shim::StateStore store_;
+  shim::process::Environment env_;
+  std::unique_ptr<shim::TaskService> service_;
+  std::unique_ptr<ttrpc::Server> server_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::string> replies_;
+  uint32_t next_stream_ = 1;
+};
+
+task::ExecProcessRequest ExecRequest(const std::string& id, const std::string& exec_id,
+                                     bool terminal = false) {
+  task::ExecProcessRequest req;
+  req.set_id(id);
+  req.set_exec_id(exec_id);
+  req.set_terminal(terminal);
+  req.mutable_spec()->set_type_url("types.containerd.io/opencontainers/runtime-spec/1/Process");
+  req.mutable_spec()->set_value(R"({"args":["true"]})");
+  return req;
+}
+
+task::StartRequest StartRequest(const std::string& id, const std::string& exec_id = "") {
+  task::StartRequest req;
+  req.set_id(id);
+  req.set_exec_id(exec_id);
+  return req;
+}
+
+}  // namespace
+
+TEST_CASE("task service: create, start, exit, delete in containerd's order", "[unit][task]") {
+  Harness h;
+  pid_t pid = h.CreateAndStart("c1");
+  CHECK(pid == 1000);
+  CHECK(h.State("c1").status() == containerd::v1::types::RUNNING);
+  h.Exit(pid, 3);
+  auto st = h.State("c1");
+  CHECK(st.status() == containerd::v1::types::STOPPED);
+  CHECK(st.exit_status() == 3);
+  task::DeleteRequest del;
+  del.set_id("c1");
+  auto deleted = h.Call<task::DeleteResponse>("Delete", del);
+  REQUIRE(deleted.ok());
+  CHECK(deleted->exit_status() == 3);
+  CHECK(h.Events() == std::vector<std::string>{"/tasks/create", "/tasks/start",
+                                               "/tasks/exit c1", "/tasks/delete"});
+  CHECK(h.runtime.Calls() ==
+        std::vector<std::string>{"create c1", "start c1", "delete c1 false"});
+}
+
+TEST_CASE("task service: a failed Create answers the calls queued behind it", "[unit][task]") {
+  Harness h;
+  h.runtime.create_gate = std::make_shared<Gate>();
+  h.runtime.create_error = absl::UnknownError("runc create: no such image");
+  uint32_t create = h.Send("Create", h.CreateRequest("c1"));
+  uint32_t start = h.Send("Start", StartRequest("c1"));
+  task::KillRequest kill;
+  kill.set_id("c1");
+  kill.set_signal(9);
+  uint32_t killed = h.Send("Kill", kill);
+  CHECK_FALSE(h.Answered(start));  // queued behind the create
+  h.runtime.create_gate->Open();
+  auto c = h.Await(create);
+  CHECK(c.status().message() == "runc create: no such image");
+  CHECK(absl::IsNotFound(h.Await(start).status()));
+  auto k = h.Await(killed);
+  INFO(k.status());
+  CHECK(absl::IsNotFound(k.status()));
+  CHECK(h.runtime.Calls() == std::vector<std::string>{"create c1"});
+}
+
+TEST_CASE("task service: an exit during start goes out after TaskStart", "[unit][task]") {
+  Harness h;
+  REQUIRE(h.Call<task::CreateTaskResponse>("Create", h.CreateRequest("c1")).ok());
+  h.runtime.start_gate = std::make_shared<Gate>();
+  uint32_t start = h.Send("Start", StartRequest("c1"));
+  h.Until([&] { return h.runtime.Calls().size() == 2; });  // runc start runs
+  h.Exit(1000, 0);
+  CHECK(h.State("c1").status() == containerd::v1::types::CREATED);  // held
+  h.runtime.start_gate->Open();
+  REQUIRE(h.Await(start).ok());
+  CHECK(h.Events() == std::vector<std::string>{"/tasks/create", "/tasks/start", "/tasks/exit c1"});
+  CHECK(h.State("c1").status() == containerd::v1::types::STOPPED);
+}
+
+TEST_CASE("task service: a replayed Start of a started init runs nothing again",
+          "[unit][task][replay]") {
+  Harness h;
+  pid_t pid = h.CreateAndStart("c1");
+  auto again = h.Call<task::StartResponse>("Start", StartRequest("c1"), /*replayed=*/true);
+  REQUIRE(again.ok());
+  CHECK(static_cast<pid_t>(again->pid()) == pid);
+  auto plain = h.Call<task::StartResponse>("Start", StartRequest("c1"));
+  CHECK(absl::IsFailedPrecondition(plain.status()));
+  CHECK(h.runtime.Calls() == std::vector<std::string>{"create c1", "start c1"});
+}
+
+TEST_CASE("task service: exec, tracked from birth, exit before its start returns",
+          "[unit][task][exec]") {
+  Harness h;
+  h.CreateAndStart("c1");
+  REQUIRE(h.Call<google::protobuf::Empty>("Exec", ExecRequest("c1", "e1")).ok());
+  h.runtime.exec_gate = std::make_shared<Gate>();
+  uint32_t start = h.Send("Start", StartRequest("c1", "e1"));
+  // runc is tracked as a spawner before it can fork.
+  h.Until([&] {
+    auto calls = h.exits.Calls();
+    return std::find(calls.begin(), calls.end(), "spawner 500") != calls.end();
+  });
+  h.Exit(1001, 5);   // the exec'd process, not known yet: held
+  h.Exit(4242, 0);   // one of runc's own: forgotten once the start ends
+  h.runtime.exec_gate->Open();
+  auto started = h.Await(start);
+  REQUIRE(started.ok());
+  task::StartResponse resp;
+  REQUIRE(resp.ParseFromString(*started));
+  CHECK(resp.pid() == 1001);
+  h.Until([&] { return h.State("c1", "e1").status() == containerd::v1::types::STOPPED; });
+  auto st = h.State("c1", "e1");
+  CHECK(st.exit_status() == 5);
+  CHECK(st.id() == "e1");
+  CHECK(st.exec_id() == "e1");
+  CHECK(h.Events() == std::vector<std::string>{"/tasks/create", "/tasks/start",
+                                               "/tasks/exec-added e1", "/tasks/exec-started e1",
+                                               "/tasks/exit e1"});
+  auto calls = h.exits.Calls();
+  CHECK(std::find(calls.begin(), calls.end(), "forget 4242") != calls.end());
+  CHECK(std::find(calls.begin(), calls.end(), "forget 1001") != calls.end());
+  CHECK(h.runtime.Calls().back() == R"(exec c1 e1 {"args":["true"]})");
+
+  task::WaitRequest wait;
+  wait.set_id("c1");
+  wait.set_exec_id("e1");
+  auto waited = h.Call<task::WaitResponse>("Wait", wait);
+  REQUIRE(waited.ok());
+  CHECK(waited->exit_status() == 5);
+
+  task::DeleteRequest del;
+  del.set_id("c1");
+  del.set_exec_id("e1");
+  auto deleted = h.Call<task::DeleteResponse>("Delete", del);
+  REQUIRE(deleted.ok());
+  CHECK(deleted->exit_status() == 5);
+  CHECK(deleted->pid() == 1001);
+  CHECK(absl::IsNotFound(h.Call<task::StateResponse>("State", [] {
+                           task::StateRequest r;
+                           r.set_id("c1");
+                           r.set_exec_id("e1");
+                           return r;
+                         }()).status()));
+  CHECK(h.State("c1").status() == containerd::v1::types::RUNNING);  // the container goes on
+}
+
+TEST_CASE("task service: exec errors as runc-v2 gives them", "[unit][task][exec]") {
+  Harness h;
+  pid_t init = h.CreateAndStart("c1");
+  auto added = h.Call<google::protobuf::Empty>("Exec", ExecRequest("c1", "e1"));
+  INFO(added.status());
+  REQUIRE(added.ok());
+  SECTION("a duplicate exec id") {
+    auto dup = h.Call<google::protobuf::Empty>("Exec", ExecRequest("c1", "e1"));
+    CHECK(absl::IsAlreadyExists(dup.status()));
+    // ... unless the request is a replay of the first.
+    CHECK(h.Call<google::protobuf::Empty>("Exec", ExecRequest("c1", "e1"), true).ok());
+  }
+  SECTION("an unknown exec id") {
+    CHECK(absl::IsNotFound(h.Call<task::StartResponse>("Start", StartRequest("c1", "nope")).status()));
+  }
+  SECTION("the runtime's error, the container unharmed") {
+    h.runtime.exec_error = absl::UnknownError("runc exec: exec: \"nope\": not found");
+    auto started = h.Call<task::StartResponse>("Start", StartRequest("c1", "e1"));
+    CHECK(started.status().message() == "runc exec: exec: \"nope\": not found");
+    CHECK(h.State("c1").status() == containerd::v1::types::RUNNING);
+    CHECK(h.State("c1", "e1").status() == containerd::v1::types::CREATED);
+  }
+  SECTION("an exec in a stopped container") {
+    h.Exit(init, 0);
+    auto added = h.Call<google::protobuf::Empty>("Exec", ExecRequest("c1", "e2"));
+    CHECK(absl::IsFailedPrecondition(added.status()));
+    auto started = h.Call<task::StartResponse>("Start", StartRequest("c1", "e1"));
+    CHECK(absl::IsFailedPrecondition(started.status()));
+  }
+  SECTION("kill of an exec not started, and of one that has exited") {
+    task::KillRequest kill;
+    kill.set_id("c1");
+    kill.set_exec_id("e1");
+    kill.set_signal(9);
+    CHECK(absl::IsFailedPrecondition(h.Call<google::protobuf::Empty>("Kill", kill).status()));
+    REQUIRE(h.Call<task::StartResponse>("Start", StartRequest("c1", "e1")).ok());
+    h.Exit(1001, 0);
+    CHECK(absl::IsNotFound(h.Call<google::protobuf::Empty>("Kill", kill).status()));
+  }
+}
+
+TEST_CASE("task service: the init's TaskExit waits for its execs", "[unit][task][exec]") {
+  Harness h;
+  pid_t init = h.CreateAndStart("c1");
+  REQUIRE(h.Call<google::protobuf::Empty>("Exec", ExecRequest("c1", "e1")).ok());
+  auto started = h.Call<task::StartResponse>("Start", StartRequest("c1", "e1"));
+  REQUIRE(started.ok());
+  h.Exit(init, 0);
+  CHECK(h.State("c1").status() == containerd::v1::types::RUNNING);  // held
+  h.Exit(static_cast<pid_t>(started->pid()), 137);
+  CHECK(h.State("c1").status() == containerd::v1::types::STOPPED);
+  auto events = h.Events();
+  REQUIRE(events.size() >= 2);
+  CHECK(events[events.size() - 2] == "/tasks/exit e1");
+  CHECK(events.back() == "/tasks/exit c1");
+}
+
+TEST_CASE("task service: tty stdio goes to the keeper; resize and close by name",
+          "[unit][task][tty]") {
+  Harness h;
+  REQUIRE(h.Call<task::CreateTaskResponse>("Create", h.CreateRequest("c1", /*terminal=*/true)).ok());
+  REQUIRE(h.Call<google::protobuf::Empty>("Exec", ExecRequest("c1", "e1", /*terminal=*/true)).ok());
+  task::ResizePtyRequest resize;
+  resize.set_id("c1");
+  resize.set_exec_id("e1");
+  resize.set_width(100);
+  resize.set_height(30);
+  REQUIRE(h.Call<google::protobuf::Empty>("ResizePty", resize).ok());
+  task::CloseIORequest close;
+  close.set_id("c1");
+  close.set_stdin(true);
+  REQUIRE(h.Call<google::protobuf::Empty>("CloseIO", close).ok());
+  resize.set_width(1 << 20);
+  CHECK(absl::IsInvalidArgument(h.Call<google::protobuf::Empty>("ResizePty", resize).status()));
+  CHECK(h.KeeperCalls() == std::vector<std::string>{"resize tty/ns/c1/e1 100x30", "eof tty/ns/c1"});
+  CHECK(h.State("c1").terminal());
+}
