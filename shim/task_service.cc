@@ -295,7 +295,7 @@ void TaskService::Delete(Call call) {
     if (!exec_id.empty()) {
       auto e = c.FindExec(exec_id);
       if (!e.ok()) return call.Fail(e.status());
-      auto resp = (*e)->Delete();
+      auto resp = (*e)->Delete(call.replayed);
       if (!resp.ok()) return call.Fail(resp.status());
       return call.Reply(*resp);
     }
@@ -341,7 +341,7 @@ void TaskService::Pids(Call call) {
   // runc-v2 names each exec's pid with its exec id.
   absl::flat_hash_map<pid_t, std::string> exec_ids;
   for (const auto& [id, e] : c.execs())
-    if (e->pid() > 0) exec_ids[e->pid()] = id;
+    if (e->alive()) exec_ids[e->pid()] = id;
   env_.pool.Run<absl::StatusOr<std::vector<pid_t>>>(
       [&runtime = env_.runtime, record = c.Record()] { return runtime.Ps(record); },
       [call = std::move(call), exec_ids = std::move(exec_ids)](

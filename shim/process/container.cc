@@ -3,12 +3,18 @@
 #include "base/absl_fmt.h"
 #include "events_task.pb.h"
 #include "fmt/format.h"
+#include "shim/clock.h"
 #include "shim/log.h"
 #include "shim/paths.h"
 
 namespace shim::process {
 
 namespace events = containerd::events;
+
+namespace {
+// Long enough for any replay of an exec's Delete (as the init's tombstone).
+constexpr absl::Duration kDeletedExecLife = absl::Minutes(2);
+}  // namespace
 
 Container::Container(Environment& env, ExitRouter& router, embedshim::ContainerRecord record)
     : env_(env),
@@ -44,6 +50,8 @@ absl::StatusOr<Process*> Container::Find(const std::string& exec_id) {
   if (exec_id.empty()) return &init_;
   auto e = FindExec(exec_id);
   if (!e.ok()) return e.status();
+  if ((*e)->status() == Status::kDeleted)
+    return absl::NotFoundError(fmt::format("exec {} of container {} not found", exec_id, id()));
   return *e;
 }
 
@@ -64,10 +72,12 @@ absl::Status Container::AddExec(const containerd::task::v2::ExecProcessRequest& 
                                 bool replayed) {
   if (!IsValidIdentifier(req.exec_id()))
     return absl::InvalidArgumentError(fmt::format("exec id {:?} is not valid", req.exec_id()));
-  if (execs_.contains(req.exec_id())) {
+  PruneDeletedExecs();
+  if (auto it = execs_.find(req.exec_id()); it != execs_.end()) {
     if (replayed) return absl::OkStatus();  // the earlier server added it
-    return absl::AlreadyExistsError(
-        fmt::format("exec {} of container {} already exists", req.exec_id(), id()));
+    if (it->second->status() != Status::kDeleted)
+      return absl::AlreadyExistsError(
+          fmt::format("exec {} of container {} already exists", req.exec_id(), id()));
   }
   // runc-v2: a stopped (or deleted) init takes no new execs.
   if (init_.status() == Status::kStopped || init_.status() == Status::kDeleted ||
@@ -99,12 +109,17 @@ ExecProcess& Container::RestoreExec(const embedshim::ExecRecord& r) {
   return *e;
 }
 
-void Container::RemoveExec(const std::string& exec_id) {
-  auto it = execs_.find(exec_id);
-  if (it == execs_.end()) return;
-  router_.Remove(it->second->pid(), it->second.get());
-  execs_.erase(it);
-  Persist();
+void Container::PruneDeletedExecs() {
+  const int64_t before = NowUnixNano() - absl::ToInt64Nanoseconds(kDeletedExecLife);
+  for (auto it = execs_.begin(); it != execs_.end();) {
+    const ExecProcess& e = *it->second;
+    if (e.status() == Status::kDeleted && e.deleted_at_unix_nano() < before) {
+      router_.Remove(e.pid(), &e);
+      it = execs_.erase(it);
+    } else {
+      ++it;
+    }
+  }
 }
 
 void Container::Recover() {

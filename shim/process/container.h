@@ -44,8 +44,10 @@ class Container {
   InitProcess& init() { return init_; }
   const InitProcess& init() const { return init_; }
 
-  // The process an RPC names ("" = the init), or NotFound.
+  // The process an RPC names ("" = the init), or NotFound; a deleted exec
+  // is not found.
   absl::StatusOr<Process*> Find(const std::string& exec_id);
+  // The exec, deleted ones included (for a replayed Delete).
   absl::StatusOr<ExecProcess*> FindExec(const std::string& exec_id);
   const std::map<std::string, std::unique_ptr<ExecProcess>>& execs() const { return execs_; }
   bool AnyExecAlive() const;
@@ -56,12 +58,14 @@ class Container {
   absl::Status AddExec(const containerd::task::v2::ExecProcessRequest& req, bool replayed);
   // Restores an exec from the record (recovery).
   ExecProcess& RestoreExec(const embedshim::ExecRecord& r);
-  void RemoveExec(const std::string& exec_id);
 
   // Recovery, after every process is restored: starts in flight resolved.
   void Recover();
 
  private:
+  // Forgets execs deleted long enough ago that no Delete replay can come.
+  void PruneDeletedExecs();
+
   Environment& env_;
   ExitRouter& router_;
   embedshim::ContainerRecord record_;

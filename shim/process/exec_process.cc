@@ -128,14 +128,16 @@ void ExecProcess::ApplyExit(const bpf::ExitRecord& exit) {
   container_.init().OnExecExited();
 }
 
-absl::StatusOr<task::DeleteResponse> ExecProcess::Delete() {
+absl::StatusOr<task::DeleteResponse> ExecProcess::Delete(bool replayed) {
+  if (replayed && status_ == Status::kDeleted) return DeleteResponse();  // the earlier server did
   if (absl::Status st = Check(Event::kDelete); !st.ok()) return st;
-  task::DeleteResponse resp = DeleteResponse();
   DropStdio();
   unlink(PidFile().c_str());
+  Apply(Event::kDelete);
+  record_.set_deleted_at_unix_nano(NowUnixNano());
+  container_.Persist();
   LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "exec {} deleted", exec_id());
-  container_.RemoveExec(exec_id());  // destroys this
-  return resp;
+  return DeleteResponse();
 }
 
 void ExecProcess::Recover() {

@@ -150,8 +150,10 @@ class ExecProcess final : public Process {
 
   void Start(bool replayed, Then<pid_t> then) override;
   void Kill(int signal, bool all, bool replayed, ThenStatus then) override;
-  // Removes it from its container; answers how it ended.
-  absl::StatusOr<containerd::task::v2::DeleteResponse> Delete();
+  // Answers how it ended; it stays, deleted, for a replayed Delete (the
+  // container prunes it later).
+  absl::StatusOr<containerd::task::v2::DeleteResponse> Delete(bool replayed);
+  int64_t deleted_at_unix_nano() const { return record_.deleted_at_unix_nano(); }
   // Recovery: a start was in flight when the server died; what did it do?
   void Recover();
 

@@ -478,6 +478,15 @@ TEST_CASE("task service: exec, tracked from birth, exit before its start returns
                            r.set_exec_id("e1");
                            return r;
                          }()).status()));
+  // A Delete replayed after a server restart gets the same answer; a second
+  // plain one finds nothing.
+  auto replayed = h.Call<task::DeleteResponse>("Delete", del, /*replayed=*/true);
+  REQUIRE(replayed.ok());
+  CHECK(replayed->exit_status() == 5);
+  CHECK(absl::IsNotFound(h.Call<task::DeleteResponse>("Delete", del).status()));
+  // The id is free again.
+  REQUIRE(h.Call<google::protobuf::Empty>("Exec", ExecRequest("c1", "e1")).ok());
+  CHECK(h.State("c1", "e1").status() == containerd::v1::types::CREATED);
   CHECK(h.State("c1").status() == containerd::v1::types::RUNNING);  // the container goes on
 }
 
