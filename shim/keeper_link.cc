@@ -64,6 +64,9 @@ void KeeperLink::OnReadable() {
       case MsgType::kListening:
         listening_.insert(m.text);
         break;
+      case MsgType::kTtyKnown:
+        ttys_.insert(m.text);
+        break;
       case MsgType::kHelloDone:
         hello_done_ = true;
         return;  // replayed requests follow; the loop serves them
@@ -80,11 +83,48 @@ void KeeperLink::Send(Msg msg) {
 
 void KeeperLink::Listen(const std::string& label, base::UniqueFd listener) {
   listening_.insert(label);
-  Send({MsgType::kListenFd, 0, 0, label, {}, std::move(listener)});
+  Msg msg{MsgType::kListenFd, 0, 0, label, {}, {}};
+  if (listener) msg.fds.push_back(std::move(listener));
+  Send(std::move(msg));
 }
 
 void KeeperLink::Keep(const std::string& name, base::UniqueFd fd) {
-  Send({MsgType::kKeepFd, 0, 0, name, {}, std::move(fd)});
+  Msg msg{MsgType::kKeepFd, 0, 0, name, {}, {}};
+  if (fd) msg.fds.push_back(std::move(fd));
+  Send(std::move(msg));
+}
+
+void KeeperLink::RelayTty(const std::string& name, base::UniqueFd master, base::UniqueFd in,
+                          base::UniqueFd out) {
+  if (!master) {
+    LogError("keeper channel: tty {}: no pty master to relay", name);
+    return;
+  }
+  Msg msg{MsgType::kTtyRelay, 0, 0, name, {}, {}};
+  msg.fds.push_back(std::move(master));
+  if (in) {
+    msg.arg |= keeper::kTtyHasIn;
+    msg.fds.push_back(std::move(in));
+  }
+  if (out) {
+    msg.arg |= keeper::kTtyHasOut;
+    msg.fds.push_back(std::move(out));
+  }
+  ttys_.insert(name);
+  Send(std::move(msg));
+}
+
+void KeeperLink::ResizeTty(const std::string& name, uint32_t width, uint32_t height) {
+  Send({MsgType::kTtyResize, height, width, name, {}, {}});
+}
+
+void KeeperLink::CloseTtyInput(const std::string& name) {
+  Send({MsgType::kTtyCloseIn, 0, 0, name, {}, {}});
+}
+
+void KeeperLink::DropTty(const std::string& name) {
+  ttys_.erase(name);
+  Send({MsgType::kTtyDrop, 0, 0, name, {}, {}});
 }
 
 void KeeperLink::Drop(const std::string& name) {

@@ -54,16 +54,20 @@ absl::Status SendMsg(int sock, const Msg& msg) {
   msghdr mh{};
   mh.msg_iov = iov;
   mh.msg_iovlen = msg.data.empty() ? 1 : 2;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
-  if (msg.fd) {
+  if (msg.fds.size() > kMaxFds) return absl::InvalidArgumentError("channel: too many fds");
+  for (const base::UniqueFd& fd : msg.fds)
+    if (!fd) return absl::InvalidArgumentError("channel: an invalid fd in a message");
+  alignas(cmsghdr) char control[CMSG_SPACE(kMaxFds * sizeof(int))];
+  if (!msg.fds.empty()) {
+    int fds[kMaxFds];
+    for (size_t i = 0; i < msg.fds.size(); ++i) fds[i] = msg.fds[i].get();
     mh.msg_control = control;
-    mh.msg_controllen = sizeof control;
+    mh.msg_controllen = CMSG_SPACE(msg.fds.size() * sizeof(int));
     cmsghdr* c = CMSG_FIRSTHDR(&mh);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    int fd = msg.fd.get();
-    std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    c->cmsg_len = CMSG_LEN(msg.fds.size() * sizeof(int));
+    std::memcpy(CMSG_DATA(c), fds, msg.fds.size() * sizeof(int));
   }
   for (;;) {
     // The channel is non-blocking for reads only in spirit: a full buffer
@@ -97,7 +101,7 @@ absl::StatusOr<std::optional<Msg>> RecvMsg(int sock) {
   msghdr mh{};
   mh.msg_iov = &iov;
   mh.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  alignas(cmsghdr) char control[CMSG_SPACE(kMaxFds * sizeof(int))];
   mh.msg_control = control;
   mh.msg_controllen = sizeof control;
   ssize_t n;
@@ -110,12 +114,16 @@ absl::StatusOr<std::optional<Msg>> RecvMsg(int sock) {
   Msg msg;
   for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
     if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-      int fd;
-      std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
-      msg.fd.Reset(fd);
+      size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t i = 0; i < count; ++i) {
+        int fd;
+        std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+        msg.fds.emplace_back(fd);
+      }
     }
   }
-  if (static_cast<size_t>(n) < kHeader || (mh.msg_flags & MSG_TRUNC))
+  // MSG_CTRUNC: more fds than kMaxFds were sent; those that came are closed.
+  if (static_cast<size_t>(n) < kHeader || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
     return absl::DataLossError("channel: malformed message");
   const char* p = buf.data();
   uint8_t type;

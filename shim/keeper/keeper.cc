@@ -8,9 +8,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <charconv>
 #include <csignal>
 #include <cstring>
-#include <sstream>
+#include <optional>
 
 #include "base/absl_fmt.h"
 #include "shim/log.h"
@@ -227,6 +229,7 @@ void Keeper::SpawnServer() {
     if (!l->label.empty()) ToServer({MsgType::kListening, 0, 0, l->label, {}, {}});
   }
   for (auto& [id, c] : conns_) ToServer({MsgType::kConnOpen, id, c.peer.uid, c.label, {}, {}});
+  for (auto& [name, relay] : ttys_) ToServer({MsgType::kTtyKnown, 0, 0, name, {}, {}});
   ToServer({MsgType::kHelloDone, 0, 0, {}, {}, {}});
   for (auto& [seq, p] : pending_)
     ToServer({MsgType::kFrame, p.conn, kFrameReplayed, {}, p.frame, {}});
@@ -302,10 +305,10 @@ void Keeper::OnServerMsg(Msg msg) {
       return;
     }
     case MsgType::kListenFd:
-      if (msg.fd) (void)AddListener(std::move(msg.fd), msg.text);
+      if (msg.fds.size() == 1) (void)AddListener(std::move(msg.fds[0]), msg.text);
       return;
     case MsgType::kKeepFd:
-      if (msg.fd) kept_[msg.text] = std::move(msg.fd);
+      if (msg.fds.size() == 1) kept_[msg.text] = std::move(msg.fds[0]);
       return;
     case MsgType::kDropFd:
       kept_.erase(msg.text);
@@ -320,6 +323,12 @@ void Keeper::OnServerMsg(Msg msg) {
       return;
     case MsgType::kUpgrade:
       loop_.Post([this] { Upgrade(); });  // after this batch of messages
+      return;
+    case MsgType::kTtyRelay:
+    case MsgType::kTtyResize:
+    case MsgType::kTtyCloseIn:
+    case MsgType::kTtyDrop:
+      OnTtyMsg(std::move(msg));
       return;
     case MsgType::kShutdown:
       // The server holds the start lock and removes the rest once we are gone.
@@ -336,6 +345,43 @@ void Keeper::OnServerMsg(Msg msg) {
   }
 }
 
+void Keeper::OnTtyMsg(Msg msg) {
+  auto it = ttys_.find(msg.text);
+  switch (msg.type) {
+    case MsgType::kTtyRelay: {
+      // A replayed relay of a name we hold keeps the one running; its fds
+      // (copies of the same files) close with msg.
+      if (it != ttys_.end()) return;
+      size_t expected = 1 + ((msg.arg & kTtyHasIn) ? 1 : 0) + ((msg.arg & kTtyHasOut) ? 1 : 0);
+      if (msg.fds.size() != expected) {
+        LogWarn("keeper: tty {}: {} fds, expected {}; ignored", msg.text, msg.fds.size(),
+                expected);
+        return;
+      }
+      size_t next = 0;
+      base::UniqueFd master = std::move(msg.fds[next++]);
+      base::UniqueFd in = (msg.arg & kTtyHasIn) ? std::move(msg.fds[next++]) : base::UniqueFd();
+      base::UniqueFd out = (msg.arg & kTtyHasOut) ? std::move(msg.fds[next++]) : base::UniqueFd();
+      auto relay = std::make_unique<TtyRelay>(loop_, msg.text, std::move(master), std::move(in),
+                                              std::move(out));
+      relay->Start();
+      ttys_[msg.text] = std::move(relay);
+      return;
+    }
+    case MsgType::kTtyResize:
+      if (it != ttys_.end()) it->second->Resize(msg.arg, static_cast<uint32_t>(msg.conn));
+      return;
+    case MsgType::kTtyCloseIn:
+      if (it != ttys_.end()) it->second->CloseInput();
+      return;
+    case MsgType::kTtyDrop:
+      if (it != ttys_.end()) ttys_.erase(it);
+      return;
+    default:
+      return;
+  }
+}
+
 namespace {
 
 std::string Hex(std::string_view bytes) {
@@ -349,20 +395,70 @@ std::string Hex(std::string_view bytes) {
   return out.empty() ? "-" : out;
 }
 
-std::string Unhex(const std::string& hex) {
-  if (hex == "-") return "";
-  std::string out;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2)
-    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-  return out;
+std::string Word(const std::string& s) { return s.empty() ? "-" : s; }
+
+int HexDigit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
 }
 
-std::string Word(const std::string& s) { return s.empty() ? "-" : s; }
-std::string Unword(const std::string& s) { return s == "-" ? "" : s; }
+// One line of the upgrade state, read word by word. Every read is checked:
+// a state from a keeper that wrote another format is an error, not a crash.
+class StateLine {
+ public:
+  explicit StateLine(std::string_view line) : rest_(line) {}
 
-int KeepAcrossExec(int fd) {
-  fcntl(fd, F_SETFD, 0);
-  return fd;
+  std::optional<std::string_view> Next() {
+    size_t start = rest_.find_first_not_of(' ');
+    if (start == std::string_view::npos) return std::nullopt;
+    rest_.remove_prefix(start);
+    size_t end = std::min(rest_.find(' '), rest_.size());
+    std::string_view word = rest_.substr(0, end);
+    rest_.remove_prefix(end);
+    return word;
+  }
+  template <class T>
+  bool Number(T& out) {
+    std::optional<std::string_view> w = Next();
+    if (!w) return false;
+    auto [end, ec] = std::from_chars(w->data(), w->data() + w->size(), out);
+    return ec == std::errc() && end == w->data() + w->size();
+  }
+  // An fd this process has open, or -1 where `absent_ok`.
+  bool Fd(int& out, bool absent_ok = false) {
+    if (!Number(out)) return false;
+    if (out == -1 && absent_ok) return true;
+    return out >= 0 && fcntl(out, F_GETFD) >= 0;
+  }
+  bool Text(std::string& out) {
+    std::optional<std::string_view> w = Next();
+    if (!w) return false;
+    out = *w == "-" ? "" : std::string(*w);
+    return true;
+  }
+  bool Bytes(std::string& out) {
+    std::optional<std::string_view> w = Next();
+    if (!w || (*w != "-" && w->size() % 2 != 0)) return false;
+    out.clear();
+    if (*w == "-") return true;
+    out.reserve(w->size() / 2);
+    for (size_t i = 0; i < w->size(); i += 2) {
+      int hi = HexDigit((*w)[i]), lo = HexDigit((*w)[i + 1]);
+      if (hi < 0 || lo < 0) return false;
+      out.push_back(static_cast<char>(hi << 4 | lo));
+    }
+    return true;
+  }
+  bool AtEnd() { return !Next().has_value(); }
+
+ private:
+  std::string_view rest_;
+};
+
+absl::Status Malformed(std::string_view kind) {
+  return absl::DataLossError(
+      fmt::format("a malformed '{}' line (a bad number, hex or fd, or a missing word)", kind));
 }
 
 }  // namespace
@@ -381,6 +477,14 @@ void Keeper::Upgrade() {
   LogInfo("keeper: upgrading: stopping the server, re-executing {}", config_.self_argv[0]);
   StopServerAndWait();
   // One line per thing we hold; fds stay open across execve.
+  std::vector<int> exec_fds;
+  auto KeepAcrossExec = [&exec_fds](int fd) {
+    if (fd >= 0) {
+      fcntl(fd, F_SETFD, 0);
+      exec_fds.push_back(fd);
+    }
+    return fd;
+  };
   std::string state = fmt::format("next {} {}\n", next_conn_, next_seq_);
   for (auto& l : listeners_)
     state += fmt::format("listener {} {} {}\n", KeepAcrossExec(l->fd.get()), Word(l->label),
@@ -393,10 +497,23 @@ void Keeper::Upgrade() {
     state += fmt::format("pending {} {} {} {}\n", seq, p.conn, p.stream, Hex(p.frame));
   for (auto& [name, fd] : kept_)
     state += fmt::format("kept {} {}\n", KeepAcrossExec(fd.get()), name);
+  for (auto& [name, relay] : ttys_) {
+    TtyRelay::Saved t = relay->Save();
+    LogInfo("keeper: upgrade: tty {} carries {} bytes for stdout, {} for the terminal", name,
+            t.to_out.size(), t.to_master.size());
+    state += fmt::format("tty {} {} {} {} {} {} {}\n", Hex(t.name), KeepAcrossExec(t.master),
+                         KeepAcrossExec(t.in), KeepAcrossExec(t.out), t.close_input ? 1 : 0,
+                         Hex(t.to_out), Hex(t.to_master));
+  }
+  auto GoOnAsBefore = [&exec_fds] {
+    for (int fd : exec_fds) fcntl(fd, F_SETFD, FD_CLOEXEC);  // not for the next server
+  };
   int mfd = memfd_create("keeper-state", 0);
   if (mfd < 0 || write(mfd, state.data(), state.size()) != static_cast<ssize_t>(state.size())) {
     LogError("keeper: upgrade: cannot write the state ({}); going on as before",
              std::strerror(errno));
+    if (mfd >= 0) close(mfd);
+    GoOnAsBefore();
     SpawnServer();
     return;
   }
@@ -409,6 +526,7 @@ void Keeper::Upgrade() {
   LogError("keeper: upgrade: exec {}: {}; going on as before", argv[0], std::strerror(errno));
   unsetenv("EMBED_SHIM_KEEPER_RESUME");
   close(mfd);
+  GoOnAsBefore();
   SpawnServer();
 }
 
@@ -417,53 +535,82 @@ absl::Status Keeper::Resume(int state_fd) {
   char buf[65536];
   for (ssize_t n; (n = read(state_fd, buf, sizeof buf)) > 0;) state.append(buf, static_cast<size_t>(n));
   close(state_fd);
-  std::istringstream in(state);
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream f(line);
-    std::string kind;
-    f >> kind;
-    if (kind == "next") {
-      f >> next_conn_ >> next_seq_;
-    } else if (kind == "listener") {
-      int fd;
-      std::string label, path;
-      f >> fd >> label >> path;
-      fcntl(fd, F_SETFD, FD_CLOEXEC);
-      if (absl::Status st = AddListener(base::UniqueFd(fd), Unword(label)); !st.ok()) return st;
-    } else if (kind == "conn") {
-      int fd;
-      uint64_t id;
-      std::string label, out, partial;
-      Conn c;
-      f >> fd >> id >> c.peer.uid >> c.peer.pid >> label >> out >> partial;
-      fcntl(fd, F_SETFD, FD_CLOEXEC);
-      c.id = id;
-      c.fd.Reset(fd);
-      c.label = Unword(label);
-      c.out = Unhex(out);
-      c.decoder.Feed(Unhex(partial));
-      conns_[id] = std::move(c);
-      (void)loop_.Add(fd, EPOLLIN | EPOLLRDHUP | (conns_[id].out.empty() ? 0u : uint32_t{EPOLLOUT}),
-                      [this, id](uint32_t ev) { OnConn(id, ev); });
-    } else if (kind == "pending") {
-      uint64_t seq, conn;
-      uint32_t stream;
-      std::string frame;
-      f >> seq >> conn >> stream >> frame;
-      pending_[seq] = Pending{conn, stream, Unhex(frame)};
-      pending_index_[conn][stream] = seq;
-    } else if (kind == "kept") {
-      int fd;
-      std::string name;
-      f >> fd >> name;
-      fcntl(fd, F_SETFD, FD_CLOEXEC);
-      kept_[name] = base::UniqueFd(fd);
-    }
+  int number = 0;
+  for (std::string_view rest = state; !rest.empty();) {
+    size_t end = std::min(rest.find('\n'), rest.size());
+    std::string_view line = rest.substr(0, end);
+    rest.remove_prefix(std::min(end + 1, rest.size()));
+    ++number;
+    if (absl::Status st = ResumeLine(line); !st.ok())
+      return absl::DataLossError(
+          fmt::format("the upgrade state from the previous keeper, line {}: {}", number,
+                      st.message()));
   }
-  LogInfo("keeper: resumed after upgrade: {} listeners, {} connections, {} pending, {} kept fds",
-          listeners_.size(), conns_.size(), pending_.size(), kept_.size());
+  LogInfo(
+      "keeper: resumed after upgrade: {} listeners, {} connections, {} pending, {} kept fds, "
+      "{} terminals",
+      listeners_.size(), conns_.size(), pending_.size(), kept_.size(), ttys_.size());
   SpawnServer();
+  return absl::OkStatus();
+}
+
+absl::Status Keeper::ResumeLine(std::string_view text) {
+  StateLine f(text);
+  std::optional<std::string_view> kind_word = f.Next();
+  if (!kind_word) return absl::OkStatus();
+  const std::string kind(*kind_word);
+  if (kind == "next") {
+    if (!(f.Number(next_conn_) && f.Number(next_seq_) && f.AtEnd())) return Malformed(kind);
+  } else if (kind == "listener") {
+    int fd;
+    std::string label, path;
+    if (!(f.Fd(fd) && f.Text(label) && f.Text(path) && f.AtEnd())) return Malformed(kind);
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    if (absl::Status st = AddListener(base::UniqueFd(fd), label); !st.ok()) return st;
+  } else if (kind == "conn") {
+    int fd;
+    uint64_t id;
+    std::string partial;
+    Conn c;
+    if (!(f.Fd(fd) && f.Number(id) && f.Number(c.peer.uid) && f.Number(c.peer.pid) &&
+          f.Text(c.label) && f.Bytes(c.out) && f.Bytes(partial) && f.AtEnd()))
+      return Malformed(kind);
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    c.id = id;
+    c.fd.Reset(fd);
+    c.decoder.Feed(partial);
+    conns_[id] = std::move(c);
+    (void)loop_.Add(fd, EPOLLIN | EPOLLRDHUP | (conns_[id].out.empty() ? 0u : uint32_t{EPOLLOUT}),
+                    [this, id](uint32_t ev) { OnConn(id, ev); });
+  } else if (kind == "pending") {
+    uint64_t seq, conn;
+    uint32_t stream;
+    std::string frame;
+    if (!(f.Number(seq) && f.Number(conn) && f.Number(stream) && f.Bytes(frame) && f.AtEnd()))
+      return Malformed(kind);
+    pending_[seq] = Pending{conn, stream, std::move(frame)};
+    pending_index_[conn][stream] = seq;
+  } else if (kind == "kept") {
+    int fd;
+    std::string name;
+    if (!(f.Fd(fd) && f.Text(name) && f.AtEnd())) return Malformed(kind);
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    kept_[name] = base::UniqueFd(fd);
+  } else if (kind == "tty") {
+    TtyRelay::Saved t;
+    int close_input;
+    if (!(f.Bytes(t.name) && f.Fd(t.master, true) && f.Fd(t.in, true) && f.Fd(t.out, true) &&
+          f.Number(close_input) && (close_input == 0 || close_input == 1) &&
+          f.Bytes(t.to_out) && f.Bytes(t.to_master) && f.AtEnd()))
+      return Malformed(kind);
+    t.close_input = close_input == 1;
+    std::string name = t.name;
+    absl::StatusOr<std::unique_ptr<TtyRelay>> relay = TtyRelay::Restore(loop_, std::move(t));
+    if (!relay.ok()) return relay.status();
+    ttys_[name] = std::move(*relay);
+  } else {
+    LogWarn("keeper: upgrade state: a '{}' line this keeper does not know; ignored", kind);
+  }
   return absl::OkStatus();
 }
 

@@ -1,7 +1,8 @@
 // The keeper: a small process that owns what must outlive the server.
 //
-// It holds the listening sockets, every accepted connection, and the fds the
-// server asks it to keep (stdin keepalives). It reads whole ttrpc frames from
+// It holds the listening sockets, every accepted connection, the fds the
+// server asks it to keep (stdin keepalives), and copies terminals' bytes
+// (TtyRelay: the pty master <-> containerd's fifos). It reads whole ttrpc frames from
 // connections and relays them to the server over a SOCK_SEQPACKET channel,
 // and writes the server's whole frames back. It remembers each request until
 // its response passes through, so when the server dies it starts a new one,
@@ -16,12 +17,15 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "base/unique_fd.h"
 #include "shim/keeper/channel.h"
+#include "shim/keeper/tty_relay.h"
 #include "ttrpc/event_loop.h"
 #include "ttrpc/frame.h"
 
@@ -76,12 +80,15 @@ class Keeper {
   void OnServerExit();
   void OnChannel();
   void OnServerMsg(Msg msg);
+  void OnTtyMsg(Msg msg);
   void ToServer(Msg msg);
   // Stops the server, writes every fd and buffer into a memfd and re-execs
   // the keeper binary now installed; the new one Resume()s and starts a
   // server from the new binary. Connections never notice.
   void Upgrade();
   void StopServerAndWait();
+  // One line of the state Upgrade() wrote; every field checked.
+  absl::Status ResumeLine(std::string_view line);
 
   ttrpc::EventLoop& loop_;
   Config config_;
@@ -94,6 +101,8 @@ class Keeper {
   uint64_t next_seq_ = 1;
 
   std::map<std::string, base::UniqueFd> kept_;
+  // By the server's name for each; an ended relay stays until kTtyDrop.
+  std::map<std::string, std::unique_ptr<TtyRelay>> ttys_;
 
   pid_t server_pid_ = -1;
   base::UniqueFd server_pidfd_;
