@@ -75,13 +75,14 @@ class KeeperFds final : public process::FdKeeper {
     keeper_.Keep(name, std::move(fd));
   }
   void Drop(const std::string& name) override { keeper_.Drop(name); }
-  // TODO(merge keeper-tty): the keeper's relay.
-  void RelayTty(const std::string& name, process::TerminalFds) override {
-    LogError("{}: terminals are not relayed yet", name);
+  void RelayTty(const std::string& name, process::TerminalFds fds) override {
+    keeper_.RelayTty(name, std::move(fds.master), std::move(fds.in), std::move(fds.out));
   }
-  void ResizeTty(const std::string&, uint32_t, uint32_t) override {}
-  void CloseTtyInput(const std::string&) override {}
-  void DropTty(const std::string&) override {}
+  void ResizeTty(const std::string& name, uint32_t width, uint32_t height) override {
+    keeper_.ResizeTty(name, width, height);
+  }
+  void CloseTtyInput(const std::string& name) override { keeper_.CloseTtyInput(name); }
+  void DropTty(const std::string& name) override { keeper_.DropTty(name); }
 
  private:
   KeeperLink& keeper_;
