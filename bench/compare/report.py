@@ -57,17 +57,17 @@ def main():
 
     rows = []  # markdown rows of the main table
 
-    def row(label, metric, n=0, scale=1.0, digits=2, lower_better=True):
+    def row(label, metric, n=0, scale=1.0, digits=2, lower_better=True, missing='–'):
         r = {rt: stats(vals, metric, rt, n) for rt in RT}
         cells = [label]
         for rt in RT:
             s = r[rt]
-            cells += [fmt(s[0] * scale, digits), fmt(s[1] * scale, digits)] if s else ['–', '–']
+            cells += [fmt(s[0] * scale, digits), fmt(s[1] * scale, digits)] if s else [missing, missing]
         if r['runc-v2'] and r['embed'] and r['runc-v2'][1] != 0:
             ratio = r['embed'][1] / r['runc-v2'][1]
             cells.append(f'{ratio:.3g}')
         else:
-            cells.append('–')
+            cells.append(missing)
         rows.append('| ' + ' | '.join(cells) + ' |')
         return r
 
@@ -122,6 +122,15 @@ def main():
     rows.append('| ' + ' | '.join(cells + ['']) + ' |')
     row('run to exit, warm: another container of the runtime running (ms)', 'run_exit_ms', digits=1)
     row('run to exit, cold: no shim of the runtime running (ms)', 'run_exit_cold_ms', digits=1)
+
+    section('exec: `ctr task exec --exec-id ID <task> true` on a running container')
+    cells = ['`ctr task exec` that failed / all (failed ones are not in the times)']
+    for rt in RT:
+        ok, bad = count('exec_ok', rt), count('exec_failed', rt)
+        cells += ['', f'{bad} / {ok + bad}']
+    rows.append('| ' + ' | '.join(cells + ['']) + ' |')
+    # n/a: the runtime ran no exec to its end (embed before it had exec).
+    row('exec to exit: `ctr task exec ... true` (ms)', 'exec_ms', digits=1, missing='n/a')
 
     section(f'events ({a.k} containers per runtime and rep)')
     row('SIGKILL sent → shim publishes /tasks/exit (envelope timestamp) (ms)', 'exit_event_ms', digits=3)
@@ -228,7 +237,8 @@ def main():
         out.append(f'\n## {a.big} containers on embed only (one run)\n')
         out.append('| metric | embed |\n|---|---|')
         out.extend(big_rows)
-    out.append(f'\n![shim PSS and start-all time vs N]({a.png_name})\n')
+    if a.png_name:  # none when section 1 did not run (--phases)
+        out.append(f'\n![shim PSS and start-all time vs N]({a.png_name})\n')
     out.append(METHOD)
     with open(a.md, 'w') as f:
         f.write('\n'.join(out) + '\n')
@@ -268,6 +278,11 @@ METHOD = """## What was measured
   *Warm*: one other container of the same runtime runs meanwhile (our daemon is up, as on a host
   that runs containers). *Cold*: no shim process of this containerd exists before it (our
   daemon is spawned for it; runc-v2 always spawns a shim anyway).
+- **exec to exit**: wall time of `ctr task exec --fifo-dir <tmp> --exec-id ID <task> true` (a
+  whole ctr process: Exec, Start, Wait, Delete of the exec process) on one running container per
+  runtime; `--exec-runs` samples per runtime and rep after one warm-up, the two runtimes taking
+  turns sample by sample. A failed exec is counted and left out; a runtime with no successful
+  exec shows n/a.
 - **exit → event**: with `ctr events` subscribed, each of K running containers is killed from the
   benchmark with `kill(pid, SIGKILL)`; t0 = CLOCK_REALTIME just before the syscall. Reported:
   t0 → the /tasks/exit envelope timestamp (set by the shim when it publishes; both shims stamp
