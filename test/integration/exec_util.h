@@ -36,9 +36,9 @@
 #include "test/support/status_matchers.h"
 #include "test/support/subprocess.h"
 
-// THE SWITCH. Hidden ('.') while our shim answers Exec, ResizePty and a
-// terminal Create with Unimplemented; drop the dot once they are implemented.
-#define EMBED_EXEC_TAGS "[embed][.embed-exec]"
+// The embed variants' tags (they were hidden with '.' until exec and tty
+// were built).
+#define EMBED_EXEC_TAGS "[embed][embed-exec]"
 
 // Registers `body(runtime)` twice: "<title> (runc.v2)" tagged [runc-v2], and
 // "<title> (embed)" tagged EMBED_EXEC_TAGS.
