@@ -152,6 +152,7 @@ int RunDaemon(const Flags& flags) {
     LogError("keeper channel: {}", st);
     return 1;
   }
+  service.DropUnknownTtys(keeper.ttys());
 
   // One socket per namespace (see InstancePaths::NamespaceSocket); the keeper
   // holds the listeners, so they survive this process.

@@ -481,6 +481,20 @@ std::vector<std::string> TaskService::Namespaces() const {
   return out;
 }
 
+void TaskService::DropUnknownTtys(absl::flat_hash_set<std::string> held) {
+  absl::flat_hash_set<std::string> known;
+  for (const auto& [key, c] : containers_) {
+    if (c->base().terminal()) known.insert(c->init().KeeperName("tty"));
+    for (const auto& [id, e] : c->execs())
+      if (e->status() != Status::kDeleted) known.insert(e->KeeperName("tty"));
+  }
+  for (const auto& name : held) {
+    if (known.contains(name)) continue;
+    LogWarn("dropping terminal relay {}: no such process", name);
+    env_.keeper.DropTty(name);
+  }
+}
+
 void TaskService::Recover() {
   std::vector<std::string> errors;
   for (auto& record : env_.store.LoadAll(&errors)) {

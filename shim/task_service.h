@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "bpf/exit_monitor.h"
 #include "shim/admin.pb.h"
 #include "shim/process/container.h"
@@ -32,6 +33,10 @@ class TaskService {
   // Rebuilds containers from their records after a restart of the server,
   // and reports exits that happened while no server ran.
   void Recover();
+
+  // Terminal relays the keeper holds for processes this server does not
+  // know (a server died between a Delete and its DropTty): dropped.
+  void DropUnknownTtys(absl::flat_hash_set<std::string> held);  // a copy: dropping edits the keeper's
 
   // From the exit monitor, on the loop thread.
   void OnExit(const bpf::ExitRecord& exit) { router_.OnExit(exit); }

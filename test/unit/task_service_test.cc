@@ -271,6 +271,9 @@ class Harness {
       service_->OnExit(e);
     });
   }
+  void DropUnknownTtys(absl::flat_hash_set<std::string> held) {
+    thread_.Sync([&] { service_->DropUnknownTtys(held); });
+  }
   std::vector<std::string> Events() {
     return thread_.Sync([&] { return events.published; });
   }
@@ -566,4 +569,15 @@ TEST_CASE("task service: tty stdio goes to the keeper; resize and close by name"
   CHECK(absl::IsInvalidArgument(h.Call<google::protobuf::Empty>("ResizePty", resize).status()));
   CHECK(h.KeeperCalls() == std::vector<std::string>{"resize tty/ns/c1/e1 100x30", "eof tty/ns/c1"});
   CHECK(h.State("c1").terminal());
+}
+
+TEST_CASE("task service: a new server drops the keeper's relays of unknown processes",
+          "[unit][task][tty]") {
+  Harness h;
+  REQUIRE(h.Call<task::CreateTaskResponse>("Create", h.CreateRequest("c1", /*terminal=*/true)).ok());
+  REQUIRE(h.Call<google::protobuf::Empty>("Exec", ExecRequest("c1", "e1", /*terminal=*/true)).ok());
+  h.DropUnknownTtys({"tty/ns/c1", "tty/ns/c1/e1", "tty/ns/c1/gone", "tty/ns/deleted"});
+  auto calls = h.KeeperCalls();
+  std::sort(calls.begin(), calls.end());  // a hash set's order
+  CHECK(calls == std::vector<std::string>{"droptty tty/ns/c1/gone", "droptty tty/ns/deleted"});
 }
