@@ -120,6 +120,13 @@ absl::StatusOr<Container*> TaskService::Find(const std::string& ns, const std::s
   return it->second.get();
 }
 
+absl::StatusOr<Process*> TaskService::FindProcess(const std::string& ns, const std::string& id,
+                                                  const std::string& exec_id) {
+  auto c = Find(ns, id);
+  if (!c.ok()) return c.status();
+  return (*c)->Find(exec_id);
+}
+
 void TaskService::Serially(Call call, const std::string& id,
                            std::function<void(Call, Container&, Turn)> op) {
   auto found = Find(call.ns, id);
@@ -231,9 +238,7 @@ void TaskService::Exec(Call call) {
 void TaskService::State(Call call) {
   auto req = call.Parse<task::StateRequest>();
   if (!req.ok()) return call.Fail(req.status());
-  auto c = Find(call.ns, req->id());
-  if (!c.ok()) return call.Fail(c.status());
-  auto p = (*c)->Find(req->exec_id());
+  auto p = FindProcess(call.ns, req->id(), req->exec_id());
   if (!p.ok()) return call.Fail(p.status());
   task::StateResponse resp;
   (*p)->FillState(resp);
@@ -275,9 +280,7 @@ void TaskService::Freeze(Call call, const std::string& id, Event event) {
 void TaskService::Wait(Call call) {
   auto req = call.Parse<task::WaitRequest>();
   if (!req.ok()) return call.Fail(req.status());
-  auto c = Find(call.ns, req->id());
-  if (!c.ok()) return call.Fail(c.status());
-  auto p = (*c)->Find(req->exec_id());
+  auto p = FindProcess(call.ns, req->id(), req->exec_id());
   if (!p.ok()) return call.Fail(p.status());
   (*p)->AddWaiter(std::move(call.responder));
 }
@@ -412,9 +415,7 @@ void TaskService::Shutdown(Call call) {
 void TaskService::CloseIO(Call call) {
   auto req = call.Parse<task::CloseIORequest>();
   if (!req.ok()) return call.Fail(req.status());
-  auto c = Find(call.ns, req->id());
-  if (!c.ok()) return call.Fail(c.status());
-  auto p = (*c)->Find(req->exec_id());
+  auto p = FindProcess(call.ns, req->id(), req->exec_id());
   if (!p.ok()) return call.Fail(p.status());
   if (req->stdin()) (*p)->CloseIO();
   call.Reply(google::protobuf::Empty());
@@ -423,9 +424,7 @@ void TaskService::CloseIO(Call call) {
 void TaskService::ResizePty(Call call) {
   auto req = call.Parse<task::ResizePtyRequest>();
   if (!req.ok()) return call.Fail(req.status());
-  auto c = Find(call.ns, req->id());
-  if (!c.ok()) return call.Fail(c.status());
-  auto p = (*c)->Find(req->exec_id());
+  auto p = FindProcess(call.ns, req->id(), req->exec_id());
   if (!p.ok()) return call.Fail(p.status());
   if (req->width() > 0xffff || req->height() > 0xffff)
     return call.Fail(absl::InvalidArgumentError(

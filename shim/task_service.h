@@ -81,6 +81,9 @@ class TaskService {
 
   // The container a request names, or the error to answer with.
   absl::StatusOr<process::Container*> Find(const std::string& ns, const std::string& id);
+  // The process it names ("" exec id: the init).
+  absl::StatusOr<process::Process*> FindProcess(const std::string& ns, const std::string& id,
+                                                const std::string& exec_id);
   // Runs op on the container's serial queue, once the mutating calls before
   // it are done, with the container found again then (a Delete before it
   // may have removed it: then the call gets NotFound).

@@ -57,7 +57,6 @@ void ExecProcess::Start(bool replayed, Then<pid_t> then) {
         return std::make_shared<absl::StatusOr<Spawned>>(runtime.Exec(container, exec, track));
       },
       [this, then = std::move(then)](std::shared_ptr<absl::StatusOr<Spawned>> res) {
-        Environment& env = container_.env();
         if (!res->ok()) {
           Apply(Event::kStartFailed);
           container_.router().EndSpawn(0);
@@ -71,23 +70,28 @@ void ExecProcess::Start(bool replayed, Then<pid_t> then) {
         container_.router().Add(s.pid, this);
         KeepStdio(s);
         Apply(Event::kStarted);
-        if (!env.events.Spooled("/tasks/exec-started", container_.ns(), container_.id(),
-                                exec_id())) {
-          events::TaskExecStarted ev;
-          ev.set_container_id(container_.id());
-          ev.set_exec_id(exec_id());
-          ev.set_pid(pid_);
-          env.events.Publish(container_.ns(), "/tasks/exec-started", ev);
-        }
+        PublishStarted();
         container_.Persist();
         LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "exec {} started pid={}",
                exec_id(), pid_);
-        pid_t started = pid();
-        then(started);
         // Exits that came before the pid was known: applied after the start.
-        container_.router().EndSpawn(started);
+        container_.router().EndSpawn(pid());
         ReleaseHeldExit();
+        then(pid());  // last: the reply lets the container's next call run
       });
+}
+
+void ExecProcess::PublishStarted() {
+  Environment& env = container_.env();
+  // Spooled first, then persisted: a server that dies in between is followed
+  // by one that finds it spooled.
+  if (env.events.Spooled("/tasks/exec-started", container_.ns(), container_.id(), exec_id()))
+    return;
+  events::TaskExecStarted ev;
+  ev.set_container_id(container_.id());
+  ev.set_exec_id(exec_id());
+  ev.set_pid(pid_);
+  env.events.Publish(container_.ns(), "/tasks/exec-started", ev);
 }
 
 void ExecProcess::Kill(int signal, bool /*all*/, bool replayed, ThenStatus then) {
@@ -155,14 +159,7 @@ void ExecProcess::Recover() {
   container_.router().Add(*pid, this);
   LogFor(LogLevel::kWarn, container_.ns(), container_.id(),
          "exec {} was started by the previous server: pid {}", exec_id(), pid_);
-  Environment& env = container_.env();
-  if (!env.events.Spooled("/tasks/exec-started", container_.ns(), container_.id(), exec_id())) {
-    events::TaskExecStarted ev;
-    ev.set_container_id(container_.id());
-    ev.set_exec_id(exec_id());
-    ev.set_pid(pid_);
-    env.events.Publish(container_.ns(), "/tasks/exec-started", ev);
-  }
+  PublishStarted();
   container_.Persist();
 }
 

@@ -106,13 +106,14 @@ void InitProcess::Start(bool replayed, Then<pid_t> then) {
           Apply(Event::kStarted);
           MarkStarted();
           LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "started pid={}", pid_);
-          then(pid());
         } else {
           Apply(Event::kStartFailed);
           LogFor(LogLevel::kError, container_.ns(), container_.id(), "start failed: {}", st);
-          then(st);
         }
         ReleaseHeldExit();
+        // Last: the reply lets the container's next call run.
+        if (st.ok()) then(pid());
+        else then(st);
       });
 }
 

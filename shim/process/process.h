@@ -166,6 +166,7 @@ class ExecProcess final : public Process {
 
  private:
   std::string PidFile() const;
+  void PublishStarted();
   embedshim::ExecRecord record_;  // the persisted part; status and pid live above
 };
 

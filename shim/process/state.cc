@@ -44,7 +44,9 @@ absl::Status Illegal(Kind kind, Status from, Event event) {
                                                    kind == Kind::kInit ? "" : "exec "));
 }
 
-absl::StatusOr<Status> InitTransition(Status from, Event event) {
+// The init's table; an exec's is a part of it (ExecTransition). `kind`
+// only names the process in an error.
+absl::StatusOr<Status> InitTransition(Kind kind, Status from, Event event) {
   switch (from) {
     case S::kCreating:
       if (event == E::kCreated) return S::kCreated;
@@ -100,59 +102,27 @@ absl::StatusOr<Status> InitTransition(Status from, Event event) {
     case S::kDeleted:
       return absl::NotFoundError("process deleted");
   }
-  return Illegal(Kind::kInit, from, event);
+  return Illegal(kind, from, event);
 }
 
+// An exec is an init without a creating state and without a pause of its
+// own (it shows its container's); a created exec has nothing to kill, and
+// nothing of it can exit, until it starts.
 absl::StatusOr<Status> ExecTransition(Status from, Event event) {
-  switch (from) {
-    case S::kCreated:
-      switch (event) {
-        case E::kStart: return S::kStarting;
-        case E::kDelete: return S::kDeleted;
-        case E::kKill: return absl::FailedPreconditionError("exec process not started");
-        default: break;
-      }
-      break;
-    case S::kStarting:
-      switch (event) {
-        case E::kStarted: return S::kRunning;
-        case E::kStartFailed: return S::kCreated;
-        case E::kExit: return S::kStarting;  // held until the start's outcome
-        default: break;
-      }
-      break;
-    case S::kRunning:
-      switch (event) {
-        case E::kKill: return S::kRunning;
-        case E::kExit: return S::kStopped;
-        case E::kStart: return absl::FailedPreconditionError("process already started");
-        case E::kDelete:
-          return absl::FailedPreconditionError("cannot delete a running process: kill it first");
-        default: break;
-      }
-      break;
-    case S::kStopped:
-      switch (event) {
-        case E::kDelete: return S::kDeleted;
-        case E::kExit: return S::kStopped;
-        case E::kKill: return absl::NotFoundError("process already finished");
-        case E::kStart: return absl::FailedPreconditionError("process already finished");
-        default: break;
-      }
-      break;
-    case S::kDeleted:
-      return absl::NotFoundError("process deleted");
-    case S::kCreating:
-    case S::kPaused:
-      break;  // never an exec's own state
-  }
-  return Illegal(Kind::kExec, from, event);
+  if (from == S::kDeleted) return absl::NotFoundError("process deleted");
+  if (from == S::kCreated && event == E::kKill)
+    return absl::FailedPreconditionError("exec process not started");
+  const bool init_only = from == S::kCreating || from == S::kPaused || event == E::kCreated ||
+                         event == E::kPause || event == E::kResume ||
+                         (from == S::kCreated && event == E::kExit);
+  if (init_only) return Illegal(Kind::kExec, from, event);
+  return InitTransition(Kind::kExec, from, event);
 }
 
 }  // namespace
 
 absl::StatusOr<Status> Transition(Kind kind, Status from, Event event) {
-  return kind == Kind::kInit ? InitTransition(from, event) : ExecTransition(from, event);
+  return kind == Kind::kInit ? InitTransition(kind, from, event) : ExecTransition(from, event);
 }
 
 int ToContainerdStatus(Status s) {

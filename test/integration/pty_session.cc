@@ -217,23 +217,8 @@ absl::StatusOr<ExitStatus> PtySession::Wait(Deadline deadline) {
 
 absl::StatusOr<ExitStatus> PtySession::Reap() {
   if (status_.has_value()) return *status_;
-  siginfo_t info{};
-  int r;
-  do {
-    r = waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED);
-  } while (r < 0 && errno == EINTR);
-  if (r < 0) {
-    status_ = ExitStatus{-1, 0};
-    return base::ErrnoStatus(fmt::format("waitid {} ({})", pid_, description_));
-  }
-  ExitStatus st;
-  if (info.si_code == CLD_EXITED) {
-    st.code = info.si_status;
-  } else {
-    st.signal = info.si_status;
-    st.code = -1;
-  }
-  status_ = st;
+  absl::StatusOr<ExitStatus> st = test_support::ReapChild(pid_, description_);
+  status_ = st.ok() ? *st : ExitStatus{-1, 0};
   return st;
 }
 

@@ -391,17 +391,19 @@ void Subprocess::KillAndReapNow() {
 absl::StatusOr<ExitStatus> Subprocess::Reap() {
   if (status_.has_value()) return *status_;
   if (pid_ <= 0) return absl::FailedPreconditionError("no process");
+  absl::StatusOr<ExitStatus> st = ReapChild(pid_, description_);
+  Unregister(pid_);
+  status_ = st.ok() ? *st : ExitStatus{-1, 0};
+  return st;
+}
+
+absl::StatusOr<ExitStatus> ReapChild(pid_t pid, std::string_view description) {
   siginfo_t info{};
   int r;
   do {
-    r = waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED);
+    r = waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED);
   } while (r < 0 && errno == EINTR);
-  Unregister(pid_);
-  if (r < 0) {
-    absl::Status s = base::ErrnoStatus(fmt::format("waitid {} ({})", pid_, description_));
-    status_ = ExitStatus{-1, 0};
-    return s;
-  }
+  if (r < 0) return base::ErrnoStatus(fmt::format("waitid {} ({})", pid, description));
   ExitStatus st;
   if (info.si_code == CLD_EXITED) {
     st.code = info.si_status;
@@ -409,7 +411,6 @@ absl::StatusOr<ExitStatus> Subprocess::Reap() {
     st.signal = info.si_status;
     st.code = -1;
   }
-  status_ = st;
   return st;
 }
 

@@ -41,6 +41,10 @@ using Deadline = Clock::time_point;
 inline Deadline DeadlineIn(Clock::duration d) { return Clock::now() + d; }
 
 // How a child ended.
+struct ExitStatus;
+// Waits for child `pid` to exit and reaps it (EINTR retried).
+absl::StatusOr<ExitStatus> ReapChild(pid_t pid, std::string_view description);
+
 struct ExitStatus {
   int code = 0;    // exit code when it exited normally
   int signal = 0;  // terminating signal, 0 if it exited normally
