@@ -123,12 +123,7 @@ inline Result Exec(PrivateContainerd& cd, const Runtime& rt, const std::string& 
 inline pid_t RunSleeper(PrivateContainerd& cd, const Runtime& rt, const std::string& ns,
                         const std::string& rootfs, const std::string& id) {
   CtrOk(cd, RunArgsFor(cd, rt, ns, {"-d"}, rootfs, id, {"sleep", "100000"}));
-  std::map<std::string, Task> tasks = ListTasks(cd, ns);
-  INFO(TasksText(tasks));
-  REQUIRE(tasks.contains(id));
-  REQUIRE(tasks[id].status == "RUNNING");
-  REQUIRE(tasks[id].pid > 0);
-  return tasks[id].pid;
+  return RequireRunning(cd, ns, id);
 }
 
 // Polls `ctr task ls` (a round trip through containerd and the shim each

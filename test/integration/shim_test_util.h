@@ -238,6 +238,16 @@ inline std::vector<std::string> RunArgs(const std::string& ns, std::vector<std::
   return a;
 }
 
+// Task `id` is RUNNING in `ctr task ls`; returns its pid.
+inline pid_t RequireRunning(PrivateContainerd& cd, const std::string& ns, const std::string& id) {
+  std::map<std::string, Task> tasks = ListTasks(cd, ns);
+  INFO(TasksText(tasks));
+  REQUIRE(tasks.contains(id));
+  REQUIRE(tasks[id].status == "RUNNING");
+  REQUIRE(tasks[id].pid > 0);
+  return tasks[id].pid;
+}
+
 // A detached container; returns its task pid (from `ctr task ls`).
 inline pid_t RunDetached(PrivateContainerd& cd, const std::string& ns, const std::string& rootfs,
                          const std::string& id, std::vector<std::string> cmd,
@@ -245,12 +255,7 @@ inline pid_t RunDetached(PrivateContainerd& cd, const std::string& ns, const std
   std::vector<std::string> flags = {"-d"};
   flags.insert(flags.end(), extra_flags.begin(), extra_flags.end());
   CtrOk(cd, RunArgs(ns, flags, rootfs, id, std::move(cmd)));
-  std::map<std::string, Task> tasks = ListTasks(cd, ns);
-  INFO(TasksText(tasks));
-  REQUIRE(tasks.contains(id));
-  REQUIRE(tasks[id].status == "RUNNING");
-  REQUIRE(tasks[id].pid > 0);
-  return tasks[id].pid;
+  return RequireRunning(cd, ns, id);
 }
 
 // ---------------------------------------------------------------------------
