@@ -581,3 +581,19 @@ TEST_CASE("task service: a new server drops the keeper's relays of unknown proce
   std::sort(calls.begin(), calls.end());  // a hash set's order
   CHECK(calls == std::vector<std::string>{"droptty tty/ns/c1/gone", "droptty tty/ns/deleted"});
 }
+
+TEST_CASE("task service: replayed Create and Kill get the first answer", "[unit][task][replay]") {
+  Harness h;
+  pid_t pid = h.CreateAndStart("c1");
+  auto again = h.Call<task::CreateTaskResponse>("Create", h.CreateRequest("c1"), /*replayed=*/true);
+  REQUIRE(again.ok());
+  CHECK(static_cast<pid_t>(again->pid()) == pid);
+  h.Exit(pid, 137);
+  task::KillRequest kill;
+  kill.set_id("c1");
+  kill.set_signal(9);
+  // The first Kill worked (the process is gone); its replay says so too.
+  CHECK(h.Call<google::protobuf::Empty>("Kill", kill, /*replayed=*/true).ok());
+  CHECK(absl::IsNotFound(h.Call<google::protobuf::Empty>("Kill", kill).status()));
+  CHECK(h.runtime.Calls() == std::vector<std::string>{"create c1", "start c1"});
+}
