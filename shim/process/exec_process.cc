@@ -70,6 +70,9 @@ void ExecProcess::Start(bool replayed, Then<pid_t> then) {
         container_.router().Add(s.pid, this);
         KeepStdio(s);
         Apply(Event::kStarted);
+        // Started: no replay runs it again, and CRI probes exec every few
+        // seconds, so the record (rewritten at every step) drops the spec.
+        record_.clear_spec();
         PublishStarted();
         container_.Persist();
         LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "exec {} started pid={}",
@@ -156,6 +159,7 @@ void ExecProcess::Recover() {
   start_boottime_ = start.ok() ? *start : 0;
   Apply(Event::kStart);
   Apply(Event::kStarted);
+  record_.clear_spec();
   container_.router().Add(*pid, this);
   LogFor(LogLevel::kWarn, container_.ns(), container_.id(),
          "exec {} was started by the previous server: pid {}", exec_id(), pid_);
