@@ -42,6 +42,8 @@ std::string_view EventTypeOf(std::string_view topic) {
       {"/tasks/oom", "containerd.events.TaskOOM"},
       {"/tasks/paused", "containerd.events.TaskPaused"},
       {"/tasks/resumed", "containerd.events.TaskResumed"},
+      {"/tasks/exec-added", "containerd.events.TaskExecAdded"},
+      {"/tasks/exec-started", "containerd.events.TaskExecStarted"},
   };
   for (const auto& [t, type] : kTypes)
     if (t == topic) return type;

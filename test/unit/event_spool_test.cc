@@ -46,5 +46,9 @@ TEST_CASE("each topic's event type is containerd's message name for it") {
   CHECK(shim::EventTypeOf("/tasks/oom") == containerd::events::TaskOOM::descriptor()->full_name());
   CHECK(shim::EventTypeOf("/tasks/paused") == containerd::events::TaskPaused::descriptor()->full_name());
   CHECK(shim::EventTypeOf("/tasks/resumed") == containerd::events::TaskResumed::descriptor()->full_name());
+  CHECK(shim::EventTypeOf("/tasks/exec-added") ==
+        containerd::events::TaskExecAdded::descriptor()->full_name());
+  CHECK(shim::EventTypeOf("/tasks/exec-started") ==
+        containerd::events::TaskExecStarted::descriptor()->full_name());
   CHECK(shim::EventTypeOf("/tasks/nope").empty());
 }

@@ -17,6 +17,7 @@
 #include "fmt/format.h"
 #include "google/protobuf/empty.pb.h"
 #include "shim.pb.h"
+#include "shim/event_publisher.h"
 #include "shim/process/environment.h"
 #include "shim/state_store.h"
 #include "shim/task_service.h"
@@ -153,6 +154,8 @@ class FakeEvents final : public shim::process::EventSink {
   std::vector<std::string> published;
   void Publish(const std::string&, const std::string& topic,
                const google::protobuf::MessageLite& event) override {
+    // The real publisher sends only topics it has a message type for.
+    CHECK_FALSE(shim::EventTypeOf(topic).empty());
     containerd::events::TaskExit probe;  // container_id 1, id / exec_id 2
     probe.ParseFromString(event.SerializeAsString());
     const bool names_process = topic == "/tasks/exit" || topic.rfind("/tasks/exec-", 0) == 0;
