@@ -287,10 +287,23 @@ void InitExitsUnderAnExec(const Runtime& rt) {
   CHECK_OK(events.WaitFor(exec_exit, DeadlineIn(60s)));
 
   std::vector<Event> exits;
+  // The exec's own events, once each, in containerd's order: added, started
+  // (with the pid its exit then names), exit.
+  std::vector<std::string> exec_topics;
+  int64_t started_pid = -1, exited_pid = -2;
   for (Event& ev : ParseEvents(events.Text())) {
-    if (ev.ns == ns && ev.topic == "/tasks/exit") exits.push_back(std::move(ev));
+    if (ev.ns != ns) continue;
+    const bool of_exec = JsonString(ev.json, "exec_id") == "long" ||
+                         (ev.topic == "/tasks/exit" && JsonString(ev.json, "id") == "long");
+    if (of_exec) exec_topics.push_back(ev.topic);
+    if (of_exec && ev.topic == "/tasks/exec-started") started_pid = JsonNumber(ev.json, "pid");
+    if (of_exec && ev.topic == "/tasks/exit") exited_pid = JsonNumber(ev.json, "pid");
+    if (ev.topic == "/tasks/exit") exits.push_back(std::move(ev));
   }
   INFO("events:\n" << events.Text() << "\nshim log:\n" << e->ShimLog());
+  CHECK(exec_topics ==
+        std::vector<std::string>{"/tasks/exec-added", "/tasks/exec-started", "/tasks/exit"});
+  CHECK(started_pid == exited_pid);
   REQUIRE(exits.size() == 2);
   std::map<std::string, size_t> at;
   for (size_t i = 0; i < exits.size(); ++i) {
