@@ -228,4 +228,40 @@ inline long JsonNumber(const std::string& json, std::string_view key) {
   return std::strtol(json.c_str() + at + k.size(), nullptr, 10);
 }
 
+// The events of exec `exec_id` of `container` in namespace `ns`, in the
+// order `ctr events` showed them. TaskExecAdded and TaskExecStarted name the
+// exec "exec_id", TaskExit names it "id".
+inline std::vector<Event> ExecEvents(const std::string& events_text, const std::string& ns,
+                                     const std::string& container, const std::string& exec_id) {
+  std::vector<Event> out;
+  for (Event& e : ParseEvents(events_text)) {
+    if (e.ns != ns || JsonString(e.json, "container_id") != container) continue;
+    if (JsonString(e.json, "exec_id") == exec_id || JsonString(e.json, "id") == exec_id)
+      out.push_back(std::move(e));
+  }
+  return out;
+}
+
+// What `ctr events` prints at the start of an exec's TaskExecStarted and
+// TaskExit (fields in proto order), to wait for.
+inline std::string ExecStartedText(const std::string& container, const std::string& exec_id) {
+  return fmt::format(R"(/tasks/exec-started {{"container_id":"{}","exec_id":"{}",)", container,
+                     exec_id);
+}
+inline std::string ExecExitText(const std::string& container, const std::string& exec_id) {
+  return fmt::format(R"(/tasks/exit {{"container_id":"{}","id":"{}",)", container, exec_id);
+}
+
+// The stdin fifo ctr made for exec `exec_id` under FifoDir(cd) (cio names
+// it <fifo dir>/<random>/<exec id>-stdin); "" if there is none. Writing to
+// it feeds the exec even while its ctr is stopped.
+inline std::string ExecStdinFifo(PrivateContainerd& cd, const std::string& exec_id) {
+  const std::string root = FifoDir(cd);
+  for (const std::string& sub : DirEntries(root)) {
+    const std::string path = fmt::format("{}/{}/{}-stdin", root, sub, exec_id);
+    if (PathExists(path)) return path;
+  }
+  return "";
+}
+
 }  // namespace exec_e2e
