@@ -1,13 +1,18 @@
 // An exec process: recorded by Exec (Container::AddExec), `runc exec
 // --detach` at Start, signalled directly (a pidfd), deleted from its
 // container. Its exit is tracked from birth: runc is a tracked spawner.
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <memory>
+#include <optional>
 
 #include "base/absl_fmt.h"
+#include "base/read_file.h"
 #include "bpf/pidfd.h"
 #include "events_task.pb.h"
 #include "fmt/format.h"
@@ -22,6 +27,11 @@ namespace shim::process {
 
 namespace task = containerd::task::v2;
 namespace events = containerd::events;
+
+namespace {
+// How long a replayed Start waits for a dead server's `runc exec`.
+constexpr absl::Duration kOrphanedRuntimeLimit = absl::Seconds(60);
+}  // namespace
 
 embedshim::ExecRecord ExecProcess::Record() const {
   embedshim::ExecRecord r = record_;
@@ -50,11 +60,25 @@ void ExecProcess::Start(bool replayed, Then<pid_t> then) {
   container_.router().BeginSpawn();
   env.pool.Run<std::shared_ptr<absl::StatusOr<Spawned>>>(
       [&runtime = env.runtime, &exits = env.exits, container = container_.Record(),
-       exec = Record()] {
+       exec = Record(), marker = RuntimeMarker(), pid_file = PidFile(), replayed] {
+        // A replayed Start: the dead server's `runc exec` may live on as an
+        // orphan. It is waited for, and what it started is adopted.
+        if (replayed) {
+          if (auto adopted = AdoptOrphanedStart(marker, pid_file))
+            return std::make_shared<absl::StatusOr<Spawned>>(std::move(*adopted));
+        }
         // Tracked before runc can fork: the exec'd process's exit, however
-        // soon it comes, is in the monitor's map under its own pid.
-        auto track = [&exits](pid_t runtime_pid) { return exits.TrackSpawner(runtime_pid); };
-        return std::make_shared<absl::StatusOr<Spawned>>(runtime.Exec(container, exec, track));
+        // soon it comes, is in the monitor's map under its own pid. And
+        // named in a file, so that a server that dies meanwhile is followed
+        // by one that waits for this runc rather than running another.
+        auto track = [&exits, &marker](pid_t runtime_pid) {
+          WriteRuntimeMarker(marker, runtime_pid);
+          return exits.TrackSpawner(runtime_pid);
+        };
+        auto spawned = std::make_shared<absl::StatusOr<Spawned>>(
+            runtime.Exec(container, exec, track));
+        unlink(marker.c_str());
+        return spawned;
       },
       [this, then = std::move(then)](std::shared_ptr<absl::StatusOr<Spawned>> res) {
         if (!res->ok()) {
@@ -147,11 +171,59 @@ absl::StatusOr<task::DeleteResponse> ExecProcess::Delete(bool replayed) {
   return DeleteResponse();
 }
 
+std::string ExecProcess::RuntimeMarker() const {
+  return fmt::format("{}/{}.runtime-pid", container_.bundle(), exec_id());
+}
+
+void ExecProcess::WriteRuntimeMarker(const std::string& path, pid_t runtime_pid) {
+  auto start = bpf::ReadStartBoottime(runtime_pid);
+  if (!start.ok()) return;
+  const std::string tmp = path + ".tmp";
+  const std::string text = fmt::format("{} {}\n", runtime_pid, *start);
+  base::UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (fd && write(fd.get(), text.data(), text.size()) == static_cast<ssize_t>(text.size()))
+    (void)rename(tmp.c_str(), path.c_str());
+}
+
+namespace {
+// The live `runc exec` a marker names, as a pidfd; none when it finished.
+std::optional<base::UniqueFd> LiveRuntime(const std::string& marker) {
+  auto text = base::ReadFile(marker);
+  if (!text.ok()) return std::nullopt;
+  pid_t pid = 0;
+  unsigned long long start = 0;
+  if (sscanf(text->c_str(), "%d %llu", &pid, &start) != 2) return std::nullopt;
+  auto pidfd = bpf::PidfdIfSameLive(pid, start);
+  if (!pidfd.ok()) return std::nullopt;
+  return std::move(*pidfd);
+}
+}  // namespace
+
+std::optional<Spawned> ExecProcess::AdoptOrphanedStart(const std::string& marker,
+                                                       const std::string& pid_file) {
+  if (auto runtime = LiveRuntime(marker)) {
+    // Rare (a server killed during `runc exec`), bounded, on a worker.
+    pollfd p{runtime->get(), POLLIN, 0};
+    (void)poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(kOrphanedRuntimeLimit)));
+  }
+  auto pid = oci::ReadPidFile(pid_file);
+  if (!pid.ok()) return std::nullopt;  // it started nothing: start afresh
+  unlink(marker.c_str());
+  Spawned s;
+  s.pid = *pid;
+  auto start = bpf::ReadStartBoottime(*pid);
+  s.start_boottime = start.ok() ? *start : 0;
+  return s;
+}
+
 void ExecProcess::Recover() {
   if (status_ != Status::kCreated) return;
-  // A start was in flight when the server died, and `runc exec` may have
-  // finished as an orphan: its pid file says so. The process's exit, if it
-  // came, waits in the monitor's map (runc was a tracked spawner).
+  // A start was in flight when the server died. A `runc exec` still running
+  // as an orphan is left to the replayed Start (AdoptOrphanedStart); one
+  // that finished left its pid file. The process's exit, if it came, waits
+  // in the monitor's map (runc was a tracked spawner), replayed after this.
+  if (LiveRuntime(RuntimeMarker())) return;
+  unlink(RuntimeMarker().c_str());
   auto pid = oci::ReadPidFile(PidFile());
   if (!pid.ok()) return;  // not started: a replayed Start runs it
   pid_ = static_cast<uint32_t>(*pid);

@@ -166,6 +166,13 @@ class ExecProcess final : public Process {
 
  private:
   std::string PidFile() const;
+  // <bundle>/<exec-id>.runtime-pid: the `runc exec` of a start in flight.
+  std::string RuntimeMarker() const;
+  static void WriteRuntimeMarker(const std::string& path, pid_t runtime_pid);
+  // Waits for the `runc exec` a dead server left running; the process it
+  // started, if any. Worker thread.
+  static std::optional<Spawned> AdoptOrphanedStart(const std::string& marker,
+                                                   const std::string& pid_file);
   void PublishStarted();
   embedshim::ExecRecord record_;  // the persisted part; status and pid live above
 };

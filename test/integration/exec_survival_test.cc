@@ -453,9 +453,7 @@ TEST_CASE("exec survival: server killed in the exec's Start before runc ran: the
 
 TEST_CASE("exec survival: server killed while `runc exec` runs, the orphaned runc finishing "
           "after the next server serves: the exec runs once",
-          // Hidden: fails today. The new server finds no pid file yet and
-          // runs `runc exec` again beside the orphaned one.
-          "[containerd][exec-survival][exec-steps][.known-gap]") {
+          "[containerd][exec-survival][exec-steps]") {
   ExecAcrossServerKill(Step::kStartDuringRunc);
 }
 
