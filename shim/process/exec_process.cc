@@ -56,6 +56,7 @@ void ExecProcess::Start(bool replayed, Then<pid_t> then) {
     return then(absl::FailedPreconditionError(fmt::format(
         "cannot start exec {}: container {} is {}", exec_id(), container_.id(), Name(init))));
   Apply(Event::kStart);
+  HoldOutputWhileStarting();
   Environment& env = container_.env();
   container_.router().BeginSpawn();
   env.pool.Run<std::shared_ptr<absl::StatusOr<Spawned>>>(
@@ -81,6 +82,7 @@ void ExecProcess::Start(bool replayed, Then<pid_t> then) {
         return spawned;
       },
       [this, then = std::move(then)](std::shared_ptr<absl::StatusOr<Spawned>> res) {
+        ReleaseOutputHold();  // runc's process holds the fifos now, or nobody needs them
         if (!res->ok()) {
           Apply(Event::kStartFailed);
           container_.router().EndSpawn(0);

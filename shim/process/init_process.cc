@@ -53,12 +53,14 @@ void InitProcess::Create(bool replayed, const task::CreateTaskRequest& req, Then
   // If this process dies during `runc create`, the next one finds a
   // creating record and undoes it before the replayed Create runs again.
   container_.Persist();
+  HoldOutputWhileStarting();
   env.pool.Run<std::shared_ptr<absl::StatusOr<Spawned>>>(
       [&runtime = env.runtime, record = container_.Record(), replayed] {
         return std::make_shared<absl::StatusOr<Spawned>>(runtime.Create(record, replayed));
       },
       [this, req, then = std::move(then)](std::shared_ptr<absl::StatusOr<Spawned>> res) {
         Environment& env = container_.env();
+        ReleaseOutputHold();  // the init holds the fifos now, or nobody needs them
         if (!res->ok()) {
           LogFor(LogLevel::kError, container_.ns(), container_.id(), "create failed: {}",
                  res->status());

@@ -2,6 +2,9 @@
 // waiters, stdio handed to the keeper, State and Delete answers.
 #include "shim/process/process.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
 #include "base/absl_fmt.h"
 #include "fmt/format.h"
 #include "shim/clock.h"
@@ -106,6 +109,29 @@ void Process::KeepStdio(Spawned& spawned) {
   FdKeeper& keeper = container_.env().keeper;
   if (spawned.stdin_keepalive) keeper.Keep(KeeperName("stdin"), std::move(spawned.stdin_keepalive));
   if (spawned.terminal.master) keeper.RelayTty(KeeperName("tty"), std::move(spawned.terminal));
+}
+
+void Process::HoldOutputWhileStarting() {
+  FdKeeper& keeper = container_.env().keeper;
+  int n = 0;
+  for (const std::string* path : {&stdout_path(), &stderr_path()}) {
+    const std::string name = KeeperName(fmt::format("hold{}", n++));
+    struct stat st;
+    if (path->empty() || (*path)[0] != '/' || stat(path->c_str(), &st) != 0 ||
+        !S_ISFIFO(st.st_mode))
+      continue;
+    // O_RDWR never blocks on a fifo, and adds no reader that could matter.
+    base::UniqueFd fd(open(path->c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC));
+    if (!fd) continue;
+    keeper.Keep(name, std::move(fd));
+    output_holds_.push_back(name);
+  }
+}
+
+void Process::ReleaseOutputHold() {
+  FdKeeper& keeper = container_.env().keeper;
+  for (const std::string& name : output_holds_) keeper.Drop(name);
+  output_holds_.clear();
 }
 
 void Process::DropStdio() {

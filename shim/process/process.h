@@ -82,6 +82,12 @@ class Process {
   void AnswerWaiters();
   // The stdio fds a started process leaves, handed to the keeper.
   void KeepStdio(Spawned& spawned);
+  // While a start is in flight the server holds the output fifos' only write
+  // ends until runc has its own: were it killed then, the reader would see
+  // EOF and go. So the keeper holds a writer of each too, until the start's
+  // outcome (or the replayed start's) is known.
+  void HoldOutputWhileStarting();
+  void ReleaseOutputHold();
   // The start's outcome arrived: apply the exit that waited for it.
   void ReleaseHeldExit();
   virtual const std::string& stdin_path() const = 0;
@@ -98,6 +104,7 @@ class Process {
   int64_t exited_at_ = 0;
   std::vector<ttrpc::Responder> waiters_;
   std::optional<bpf::ExitRecord> held_exit_;  // only while starting
+  std::vector<std::string> output_holds_;     // keeper names, only while starting
 };
 
 // The container's init: runc create / start / kill / pause / resume / delete.
