@@ -1,7 +1,11 @@
-// How a container ended, from its record: the answer to a Delete (the Task
-// service and the `delete` subcommand both give it), and the TaskExit and
-// TaskDelete events, which carry the same facts.
+// How a process ended: the answer to a Delete (the Task service and the
+// `delete` subcommand both give it), and the TaskExit and TaskDelete events,
+// which carry the same facts. For an init, from its container's record; for
+// an exec, from the process (shim/process/).
 #pragma once
+
+#include <cstdint>
+#include <string>
 
 #include "shim.pb.h"
 #include "shim/clock.h"
@@ -9,24 +13,42 @@
 
 namespace shim {
 
-inline containerd::task::v2::DeleteResponse DeleteResponseOf(
-    const embedshim::ContainerRecord& r) {
+struct ProcessEnd {
+  std::string container_id;
+  // What CRI finds the task by: the container id for an init, else the exec id.
+  std::string id;
+  uint32_t pid = 0;
+  uint32_t exit_status = 0;
+  int64_t exited_at_unix_nano = 0;
+};
+
+// The init's end, from its container's record.
+inline ProcessEnd EndOf(const embedshim::ContainerRecord& r) {
+  return {r.id(), r.id(), r.pid(), r.exit_status(), r.exited_at_unix_nano()};
+}
+
+inline containerd::task::v2::DeleteResponse DeleteResponseOf(const ProcessEnd& end) {
   containerd::task::v2::DeleteResponse resp;
-  resp.set_pid(r.pid());
-  resp.set_exit_status(r.exit_status());
-  SetTimestamp(resp.mutable_exited_at(), r.exited_at_unix_nano());
+  resp.set_pid(end.pid);
+  resp.set_exit_status(end.exit_status);
+  SetTimestamp(resp.mutable_exited_at(), end.exited_at_unix_nano);
   return resp;
 }
 
-// events::TaskExit or events::TaskDelete of the init process.
+inline containerd::task::v2::DeleteResponse DeleteResponseOf(
+    const embedshim::ContainerRecord& r) {
+  return DeleteResponseOf(EndOf(r));
+}
+
+// events::TaskExit or events::TaskDelete.
 template <typename Event>
-Event ExitEventOf(const embedshim::ContainerRecord& r) {
+Event ExitEventOf(const ProcessEnd& end) {
   Event ev;
-  ev.set_container_id(r.id());
-  ev.set_id(r.id());  // CRI finds the task by `id`: the container id for init
-  ev.set_pid(r.pid());
-  ev.set_exit_status(r.exit_status());
-  SetTimestamp(ev.mutable_exited_at(), r.exited_at_unix_nano());
+  ev.set_container_id(end.container_id);
+  ev.set_id(end.id);
+  ev.set_pid(end.pid);
+  ev.set_exit_status(end.exit_status);
+  SetTimestamp(ev.mutable_exited_at(), end.exited_at_unix_nano);
   return ev;
 }
 

@@ -40,6 +40,13 @@ struct Spawned {
   TerminalFds terminal;            // terminal: all three for the keeper
 };
 
+// Where Runtime::Exec has the runtime write an exec's pid (runc-v2's
+// <bundle>/<exec-id>.pid); recovery reads it to learn whether a dead
+// server's start ran.
+inline std::string ExecPidFile(const std::string& bundle, const std::string& exec_id) {
+  return bundle + "/" + exec_id + ".pid";
+}
+
 // The OCI runtime. Every call blocks (runc takes 20-50 ms): workers only.
 class Runtime {
  public:

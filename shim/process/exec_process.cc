@@ -44,7 +44,7 @@ embedshim::ExecRecord ExecProcess::Record() const {
 }
 
 std::string ExecProcess::PidFile() const {
-  return fmt::format("{}/{}.pid", container_.bundle(), exec_id());
+  return ExecPidFile(container_.bundle(), exec_id());
 }
 
 void ExecProcess::Start(bool replayed, Then<pid_t> then) {
@@ -145,15 +145,8 @@ void ExecProcess::ApplyExit(const bpf::ExitRecord& exit) {
          exec_id(), exit.pid, exit_status_);
   // Spool, persist, forget: as the init's exit (see InitProcess::ApplyExit).
   Environment& env = container_.env();
-  if (!env.events.Spooled("/tasks/exit", container_.ns(), container_.id(), exec_id())) {
-    events::TaskExit ev;
-    ev.set_container_id(container_.id());
-    ev.set_id(exec_id());
-    ev.set_pid(pid_);
-    ev.set_exit_status(exit_status_);
-    SetTimestamp(ev.mutable_exited_at(), exited_at_);
-    env.events.Publish(container_.ns(), "/tasks/exit", ev);
-  }
+  if (!env.events.Spooled("/tasks/exit", container_.ns(), container_.id(), exec_id()))
+    env.events.Publish(container_.ns(), "/tasks/exit", ExitEventOf<events::TaskExit>(End()));
   container_.Persist();
   (void)env.exits.Forget(exit.pid);
   container_.router().Remove(exit.pid, this);
@@ -162,7 +155,7 @@ void ExecProcess::ApplyExit(const bpf::ExitRecord& exit) {
 }
 
 absl::StatusOr<task::DeleteResponse> ExecProcess::Delete(bool replayed) {
-  if (replayed && status_ == Status::kDeleted) return DeleteResponse();  // the earlier server did
+  if (replayed && status_ == Status::kDeleted) return DeleteResponseOf(End());  // the earlier server did
   if (absl::Status st = Check(Event::kDelete); !st.ok()) return st;
   DropStdio();
   unlink(PidFile().c_str());
@@ -170,7 +163,7 @@ absl::StatusOr<task::DeleteResponse> ExecProcess::Delete(bool replayed) {
   record_.set_deleted_at_unix_nano(NowUnixNano());
   container_.Persist();
   LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "exec {} deleted", exec_id());
-  return DeleteResponse();
+  return DeleteResponseOf(End());
 }
 
 std::string ExecProcess::RuntimeMarker() const {

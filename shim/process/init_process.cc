@@ -226,9 +226,8 @@ void InitProcess::ApplyExit(const bpf::ExitRecord& exit) {
   // any two steps is followed by one that replays the exit, finds the event
   // already spooled, and does not send it twice.
   Environment& env = container_.env();
-  embedshim::ContainerRecord record = container_.Record();
   if (!env.events.Spooled("/tasks/exit", container_.ns(), container_.id(), container_.id()))
-    env.events.Publish(container_.ns(), "/tasks/exit", ExitEventOf<events::TaskExit>(record));
+    env.events.Publish(container_.ns(), "/tasks/exit", ExitEventOf<events::TaskExit>(End()));
   container_.Persist();
   (void)env.exits.Forget(exit.pid);
   container_.router().Remove(exit.pid, this);
@@ -292,9 +291,9 @@ void InitProcess::Delete(Then<task::DeleteResponse> then) {
           for (auto& w : waiters_) w.Reply(absl::NotFoundError("container deleted"));
           waiters_.clear();
           container_.env().events.Publish(container_.ns(), "/tasks/delete",
-                                          ExitEventOf<events::TaskDelete>(container_.Record()));
+                                          ExitEventOf<events::TaskDelete>(End()));
           LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "deleted");
-          then(DeleteResponse());
+          then(DeleteResponseOf(End()));
         });
   });
 }

@@ -32,13 +32,15 @@ void Process::Apply(Event event) {
   status_ = *next;
 }
 
+task::WaitResponse Process::WaitResponse() const {
+  task::WaitResponse resp;
+  resp.set_exit_status(exit_status_);
+  SetTimestamp(resp.mutable_exited_at(), exited_at_);
+  return resp;
+}
+
 void Process::AddWaiter(ttrpc::Responder waiter) {
-  if (status_ == Status::kStopped) {
-    task::WaitResponse resp;
-    resp.set_exit_status(exit_status_);
-    SetTimestamp(resp.mutable_exited_at(), exited_at_);
-    return waiter.Reply(resp.SerializeAsString());
-  }
+  if (status_ == Status::kStopped) return waiter.Reply(WaitResponse().SerializeAsString());
   waiters_.push_back(std::move(waiter));
 }
 
@@ -68,10 +70,7 @@ void Process::SetExit(const bpf::ExitRecord& exit) {
 }
 
 void Process::AnswerWaiters() {
-  task::WaitResponse resp;
-  resp.set_exit_status(exit_status_);
-  SetTimestamp(resp.mutable_exited_at(), exited_at_);
-  std::string bytes = resp.SerializeAsString();
+  std::string bytes = WaitResponse().SerializeAsString();
   for (auto& w : waiters_) w.Reply(bytes);
   waiters_.clear();
 }
@@ -91,12 +90,9 @@ void Process::FillState(task::StateResponse& resp) const {
   if (status_ == Status::kStopped) SetTimestamp(resp.mutable_exited_at(), exited_at_);
 }
 
-task::DeleteResponse Process::DeleteResponse() const {
-  task::DeleteResponse resp;
-  resp.set_pid(pid_);
-  resp.set_exit_status(exit_status_);
-  SetTimestamp(resp.mutable_exited_at(), exited_at_);
-  return resp;
+ProcessEnd Process::End() const {
+  return {container_.id(), kind_ == Kind::kInit ? container_.id() : exec_id(), pid_, exit_status_,
+          exited_at_};
 }
 
 std::string Process::KeeperName(std::string_view what) const {

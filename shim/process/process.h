@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "bpf/exit_monitor.h"
 #include "shim.pb.h"
+#include "shim/exit_report.h"
 #include "shim/process/environment.h"
 #include "shim/process/state.h"
 #include "shim/state.pb.h"
@@ -63,7 +64,8 @@ class Process {
   virtual void Start(bool replayed, Then<pid_t> then) = 0;
   virtual void Kill(int signal, bool all, bool replayed, ThenStatus then) = 0;
   void FillState(containerd::task::v2::StateResponse& resp) const;
-  containerd::task::v2::DeleteResponse DeleteResponse() const;
+  // How it ended: for Delete's answer and the TaskExit/TaskDelete events.
+  ProcessEnd End() const;
   void CloseIO();
   void ResizePty(uint32_t width, uint32_t height);
   // Closes what the keeper holds for it (after a delete).
@@ -80,6 +82,7 @@ class Process {
   virtual void ApplyExit(const bpf::ExitRecord& exit) = 0;
   void SetExit(const bpf::ExitRecord& exit);
   void AnswerWaiters();
+  containerd::task::v2::WaitResponse WaitResponse() const;
   // The stdio fds a started process leaves, handed to the keeper.
   void KeepStdio(Spawned& spawned);
   // While a start is in flight the server holds the output fifos' only write

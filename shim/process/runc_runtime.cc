@@ -143,7 +143,7 @@ absl::StatusOr<Spawned> RuncRuntime::Exec(const embedshim::ContainerRecord& r,
   if (!stdio.ok()) return stdio.status();
   oci::ExecOptions options;
   options.process_json = e.spec();
-  options.pid_file = fmt::format("{}/{}.pid", r.bundle(), e.exec_id());
+  options.pid_file = ExecPidFile(r.bundle(), e.exec_id());
   options.console_socket = stdio->console ? stdio->console->path() : "";
   options.on_spawned = on_spawned;
   unlink(options.pid_file.c_str());  // a pid file means this start ran (see Recover)
