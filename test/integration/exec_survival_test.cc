@@ -683,32 +683,18 @@ TEST_CASE("exec survival: ctr run -t: 5 MB of output intact across three server 
              SecondsSince(t0));
 }
 
-// Copies `from` to `to` through a rename: `to` gets a new inode, as an
-// installed rebuild would (as survival_restart_test.cc does).
-void InstallCopy(const std::string& from, const std::string& to) {
-  const std::string tmp = to + ".new";
-  std::error_code ec;
-  std::filesystem::copy_file(from, tmp, std::filesystem::copy_options::overwrite_existing, ec);
-  INFO("copy " << from << " -> " << tmp << ": " << ec.message());
-  REQUIRE_FALSE(ec);
-  REQUIRE(chmod(tmp.c_str(), 0755) == 0);
-  REQUIRE(rename(tmp.c_str(), to.c_str()) == 0);
-}
-
 TEST_CASE("exec survival: upgrade in the middle of a tty's output: output intact, typing "
           "works after it, exit 3",
           "[containerd][exec-survival][tty-survival][upgrade]") {
   const Clock::time_point t0 = Clock::now();
   using survival::kKeeperName;
   using survival::kLauncherName;
-  using survival::kServerName;
   const std::string build_dir = test_support::DefaultShimDir();
   // The shim runs from a directory of its own, so that it can be "rebuilt"
   // (replaced by files with new inodes) under the running shim.
   test_support::ScopedTempDir bin("embed-upgrade-", "/tmp");
   REQUIRE(bin.ok());
-  for (const char* name : {kLauncherName, kServerName, kKeeperName})
-    InstallCopy(build_dir + "/" + name, bin.Sub(name));
+  survival::InstallShimBinaries(build_dir, bin.path());
   ExecBox box(false, bin.path());
   Survival& s = *box.s;
   TtyShell sh(box);
@@ -719,8 +705,7 @@ TEST_CASE("exec survival: upgrade in the middle of a tty's output: output intact
   sh.WaitSeqLine(150'000, begin);
 
   const pid_t server = s.TheServer();
-  for (const char* name : {kLauncherName, kServerName, kKeeperName})
-    InstallCopy(build_dir + "/" + name, bin.Sub(name));
+  survival::InstallShimBinaries(build_dir, bin.path());
   struct stat installed_keeper {};
   REQUIRE(stat(bin.Sub(kKeeperName).c_str(), &installed_keeper) == 0);
   REQUIRE(survival::ExeInode(box.keeper) != installed_keeper.st_ino);

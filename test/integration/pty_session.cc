@@ -45,14 +45,7 @@ std::string Tail(const std::string& s, size_t n = 2000) {
 [[noreturn]] void RunChild(const char* slave_path, pid_t parent, const char* exe,
                            char* const* argv, char* const* envp) {
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(127);
-  struct sigaction dfl {};
-  dfl.sa_handler = SIG_DFL;
-  for (int sig = 1; sig < NSIG; ++sig) {
-    if (sig != SIGKILL && sig != SIGSTOP) sigaction(sig, &dfl, nullptr);
-  }
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, nullptr);
+  test_support::ResetSignalsInChild();
   // A new session; opening the slave then makes it the controlling terminal.
   if (setsid() < 0) _exit(127);
   int slave = open(slave_path, O_RDWR);

@@ -39,18 +39,6 @@ ino_t InodeOf(const std::string& path) {
   return stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
 }
 
-// Copies `from` to `to` through a temporary name and a rename: `to` gets a
-// new inode, as an installed rebuild would.
-void InstallCopy(const std::string& from, const std::string& to) {
-  const std::string tmp = to + ".new";
-  std::error_code ec;
-  std::filesystem::copy_file(from, tmp, std::filesystem::copy_options::overwrite_existing, ec);
-  INFO("copy " << from << " -> " << tmp << ": " << ec.message());
-  REQUIRE_FALSE(ec);
-  REQUIRE(chmod(tmp.c_str(), 0755) == 0);
-  REQUIRE(rename(tmp.c_str(), to.c_str()) == 0);
-}
-
 // `n` detached `sleep` containers, run0..run<n-1> (unique names), in `ns`.
 struct Sleepers {
   std::vector<std::string> ids;      // in the order they were started
@@ -269,8 +257,7 @@ TEST_CASE("survival: upgrade to a rebuilt binary keeps containers and an attache
   // (replaced by a file with a new inode) under the running shim.
   test_support::ScopedTempDir bin("embed-upgrade-", "/tmp");
   REQUIRE(bin.ok());
-  for (const char* name : {kLauncherName, kServerName, kKeeperName})
-    InstallCopy(build_dir + "/" + name, bin.Sub(name));
+  survival::InstallShimBinaries(build_dir, bin.path());
   auto s = Survival::Start(bin.path());
   const std::string ns = UniqueName("upgrade");
   const std::string rootfs = s->Rootfs();
@@ -298,8 +285,7 @@ TEST_CASE("survival: upgrade to a rebuilt binary keeps containers and an attache
   const pid_t keeper = s->TheKeeper();
   const ino_t old_server_inode = ExeInode(server);
   const ino_t old_keeper_inode = ExeInode(keeper);
-  for (const char* name : {kLauncherName, kServerName, kKeeperName})
-    InstallCopy(build_dir + "/" + name, bin.Sub(name));
+  survival::InstallShimBinaries(build_dir, bin.path());
   const ino_t new_server_inode = InodeOf(bin.Sub(kServerName));
   const ino_t new_keeper_inode = InodeOf(bin.Sub(kKeeperName));
   REQUIRE(new_server_inode != old_server_inode);

@@ -466,4 +466,22 @@ class Survival : public ShimFixture {
   std::string shim_dir_;
 };
 
+// Copies the shim's three binaries from `from_dir` into `to_dir`, each
+// through a temporary name and a rename: every file gets a new inode, as an
+// installed rebuild would, so an upgrade test can replace them under a
+// running shim.
+inline void InstallShimBinaries(const std::string& from_dir, const std::string& to_dir) {
+  for (const char* name : {kLauncherName, kServerName, kKeeperName}) {
+    const std::string to = to_dir + "/" + name;
+    const std::string tmp = to + ".new";
+    std::error_code ec;
+    std::filesystem::copy_file(from_dir + "/" + name, tmp,
+                               std::filesystem::copy_options::overwrite_existing, ec);
+    INFO("copy " << name << " -> " << tmp << ": " << ec.message());
+    REQUIRE_FALSE(ec);
+    REQUIRE(chmod(tmp.c_str(), 0755) == 0);
+    REQUIRE(rename(tmp.c_str(), to.c_str()) == 0);
+  }
+}
+
 }  // namespace survival

@@ -307,14 +307,7 @@ absl::StatusOr<Subprocess> Subprocess::Spawn(SpawnOptions o) {
         if (getppid() != parent) _exit(127);
       }
       if (new_session && setsid() < 0) ChildFail(report_fd, 3);
-      struct sigaction dfl {};
-      dfl.sa_handler = SIG_DFL;
-      for (int sig = 1; sig < NSIG; ++sig) {
-        if (sig != SIGKILL && sig != SIGSTOP) sigaction(sig, &dfl, nullptr);
-      }
-      sigset_t none;
-      sigemptyset(&none);
-      sigprocmask(SIG_SETMASK, &none, nullptr);
+      ResetSignalsInChild();
       if (dup2(in_fd, 0) < 0) ChildFail(report_fd, 0);
       if (out_fd >= 0 && dup2(out_fd, 1) < 0) ChildFail(report_fd, 0);
       if (err_to_out) {
@@ -395,6 +388,17 @@ absl::StatusOr<ExitStatus> Subprocess::Reap() {
   Unregister(pid_);
   status_ = st.ok() ? *st : ExitStatus{-1, 0};
   return st;
+}
+
+void ResetSignalsInChild() {
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < NSIG; ++sig) {
+    if (sig != SIGKILL && sig != SIGSTOP) sigaction(sig, &dfl, nullptr);
+  }
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
 }
 
 absl::StatusOr<ExitStatus> ReapChild(pid_t pid, std::string_view description) {

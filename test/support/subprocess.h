@@ -42,6 +42,10 @@ inline Deadline DeadlineIn(Clock::duration d) { return Clock::now() + d; }
 
 // How a child ended.
 struct ExitStatus;
+// In a forked child before exec: every signal back to its default and none
+// blocked (the test's dispositions and mask must not reach the program).
+// Async-signal-safe.
+void ResetSignalsInChild();
 // Waits for child `pid` to exit and reaps it (EINTR retried).
 absl::StatusOr<ExitStatus> ReapChild(pid_t pid, std::string_view description);
 
