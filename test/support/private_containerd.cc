@@ -423,7 +423,7 @@ absl::Status PrivateContainerd::WaitForLog(std::string_view text, Clock::duratio
 }
 
 std::vector<std::string> PrivateContainerd::CtrArgv(std::vector<std::string> args) const {
-  std::vector<std::string> argv = {"ctr", "--address", address_};
+  std::vector<std::string> argv = {options_.ctr, "--address", address_};
   argv.insert(argv.end(), std::make_move_iterator(args.begin()),
               std::make_move_iterator(args.end()));
   return argv;

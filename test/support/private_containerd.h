@@ -57,6 +57,8 @@ struct PrivateContainerdOptions {
   // Put in front of containerd's PATH. nullopt = {DefaultShimDir()}.
   std::optional<std::vector<std::string>> extra_path;
   std::string containerd = "containerd";
+  // The ctr that Ctr() and RunCtrAsync() run (a peer's own ctr for a peer containerd).
+  std::string ctr = "ctr";
   // The subreaper containerd runs under; empty = run containerd directly.
   std::string tini = "tini";
   // TOML appended verbatim to the generated config.toml.
