@@ -23,6 +23,7 @@
 #include "shim/oci/mount.h"
 #include "shim/oci/runc.h"
 #include "shim/paths.h"
+#include "shim/process/runc_runtime.h"
 #include "shim/runtime_options.h"
 #include "shim/state_store.h"
 #include "ttrpc/client.h"
@@ -93,6 +94,7 @@ task::DeleteResponse DeleteByHand(const InstancePaths& paths, embedshim::Contain
   if (absl::Status st = oci::Runc(RuncConfigFor(r)).Delete(r.id(), /*force=*/true);
       !st.ok() && !absl::IsNotFound(st))
     fmt::print(stderr, "delete: runc delete --force {}: {}\n", r.id(), st);
+  process::StopLoggerOf(r);  // the container is gone: its logger had EOF
   if (absl::Status st = oci::UnmountRootfs(r.bundle() + "/rootfs"); !st.ok())
     fmt::print(stderr, "delete: unmount: {}\n", st);
   (void)StateStore(paths.state).Remove(r.namespace_(), r.id());

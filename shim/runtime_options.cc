@@ -62,6 +62,8 @@ absl::StatusOr<embedshim::RuntimeOptions> DecodeRuntimeOptions(
     out.set_systemd_cgroup(o.systemd_cgroup());
     out.set_no_pivot_root(o.no_pivot_root());
     out.set_no_new_keyring(o.no_new_keyring());
+    out.set_io_uid(o.io_uid());
+    out.set_io_gid(o.io_gid());
   } else if (type == "containerd.linux.runc.RuncOptions") {
     containerd::linux::runc::RuncOptions o;
     if (!o.ParseFromString(any.value())) return bad();
@@ -73,6 +75,8 @@ absl::StatusOr<embedshim::RuntimeOptions> DecodeRuntimeOptions(
     if (!o.ParseFromString(any.value())) return bad();
     out.set_no_pivot_root(o.no_pivot_root());
     out.set_no_new_keyring(o.no_new_keyring());
+    out.set_io_uid(o.io_uid());  // ctr run --uidmap sends these
+    out.set_io_gid(o.io_gid());
   } else if (type == "runtimeoptions.v1.Options") {
     runtimeoptions::v1::Options o;
     if (!o.ParseFromString(any.value())) return bad();

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <string_view>
@@ -9,6 +10,8 @@
 #include "base/absl_fmt.h"
 #include "base/errno_status.h"
 #include "fmt/format.h"
+#include "shim/oci/logger.h"
+#include "shim/oci/stdio_uri.h"
 
 namespace shim::oci {
 namespace {
@@ -17,36 +20,33 @@ enum class Kind {
   kNone,
   kPath,     // an existing file: fifo or not, decided when opening
   kFileUri,  // file://: created if missing
+  kBinary,   // binary://: a logger
 };
 
 struct Target {
   Kind kind = Kind::kNone;
   std::string path;
+  StdioUri uri;  // kBinary
 };
 
-absl::StatusOr<Target> ParseTarget(const std::string& uri, std::string_view stream,
+absl::StatusOr<Target> ParseTarget(const std::string& value, std::string_view stream,
                                    bool allow_uris) {
-  if (uri.empty()) return Target{};
-  if (uri.front() == '/') return Target{Kind::kPath, uri};
-  const size_t scheme_end = uri.find("://");
-  if (scheme_end == std::string::npos) {
-    return absl::InvalidArgumentError(
-        fmt::format("{} '{}': want an absolute path or a URI", stream, uri));
-  }
-  const std::string_view scheme = std::string_view(uri).substr(0, scheme_end);
-  if (scheme == "binary") {
-    return absl::UnimplementedError("binary:// logging is not supported by this shim");
-  }
-  if (scheme == "file" && allow_uris) {
-    std::string path = uri.substr(scheme_end + 3);
-    if (path.empty() || path.front() != '/') {
+  if (value.empty()) return Target{};
+  absl::StatusOr<StdioUri> uri = ParseStdioUri(value);
+  if (!uri.ok())
+    return absl::Status(uri.status().code(), fmt::format("{} {}", stream, uri.status().message()));
+  if (uri->scheme.empty()) return Target{Kind::kPath, value, {}};
+  if (allow_uris && (uri->scheme == "file" || uri->scheme == "binary")) {
+    if (uri->path.empty() || uri->path.front() != '/') {
       return absl::InvalidArgumentError(
-          fmt::format("{} '{}': a file:// URI needs an absolute path", stream, uri));
+          fmt::format("{} '{}': a {}:// URI needs an absolute path", stream, value, uri->scheme));
     }
-    return Target{Kind::kFileUri, std::move(path)};
+    Kind kind = uri->scheme == "file" ? Kind::kFileUri : Kind::kBinary;
+    std::string path = uri->path;
+    return Target{kind, std::move(path), std::move(*uri)};
   }
   return absl::InvalidArgumentError(
-      fmt::format("{} '{}': unsupported scheme '{}'", stream, uri, scheme));
+      fmt::format("{} '{}': unsupported scheme '{}'", stream, value, uri->scheme));
 }
 
 absl::Status MakeParents(const std::string& path) {
@@ -65,6 +65,15 @@ absl::Status ClearNonblock(int fd, std::string_view what) {
   if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
     return base::ErrnoStatus(fmt::format("{}: clearing O_NONBLOCK", what));
   }
+  return absl::OkStatus();
+}
+
+// A fifo the container gets, owned by io_uid/io_gid (see stdio.h).
+absl::Status ChownFifo(int fd, const StdioOptions& options, std::string_view what) {
+  if (options.io_uid == 0 && options.io_gid == 0) return absl::OkStatus();
+  if (fchown(fd, options.io_uid, options.io_gid) != 0)
+    return base::ErrnoStatus(
+        fmt::format("{}: chown to {}:{}", what, options.io_uid, options.io_gid));
   return absl::OkStatus();
 }
 
@@ -92,15 +101,19 @@ absl::StatusOr<struct stat> StatUsable(const std::string& path, std::string_view
   return st;
 }
 
-absl::StatusOr<base::UniqueFd> OpenOutput(const Target& target, std::string_view stream) {
+absl::StatusOr<base::UniqueFd> OpenOutput(const Target& target, std::string_view stream,
+                                          const StdioOptions& options) {
   switch (target.kind) {
     case Kind::kNone:
       return base::UniqueFd();
+    case Kind::kBinary:
+      return absl::InternalError("a binary:// target is not opened as a file");
     case Kind::kFileUri: {
       if (absl::Status s = MakeParents(target.path); !s.ok()) {
         return absl::Status(s.code(), fmt::format("{} file {}: {}", stream, target.path, s.message()));
       }
-      base::UniqueFd fd(open(target.path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
+      // 0644, as runc-v2 creates it.
+      base::UniqueFd fd(open(target.path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644));
       if (!fd) return base::ErrnoStatus(fmt::format("open {} file {}", stream, target.path));
       return fd;
     }
@@ -111,8 +124,11 @@ absl::StatusOr<base::UniqueFd> OpenOutput(const Target& target, std::string_view
         // O_RDWR on a fifo never waits for a peer, and makes the container
         // its own reader: with containerd's reader away, output waits in the
         // pipe instead of failing with EPIPE.
-        return OpenChecked(target.path, O_RDWR, true,
-                           fmt::format("open {} fifo {} O_RDWR", stream, target.path));
+        const std::string what = fmt::format("open {} fifo {} O_RDWR", stream, target.path);
+        absl::StatusOr<base::UniqueFd> fd = OpenChecked(target.path, O_RDWR, true, what);
+        if (!fd.ok()) return fd.status();
+        if (absl::Status s = ChownFifo(fd->get(), options, what); !s.ok()) return s;
+        return fd;
       }
       return OpenChecked(target.path, O_WRONLY | O_APPEND, false,
                          fmt::format("open {} {} O_WRONLY|O_APPEND", stream, target.path));
@@ -121,7 +137,7 @@ absl::StatusOr<base::UniqueFd> OpenOutput(const Target& target, std::string_view
   return absl::InternalError("bad stdio target kind");
 }
 
-absl::Status OpenInput(const Target& target, OpenedStdio& opened) {
+absl::Status OpenInput(const Target& target, const StdioOptions& options, OpenedStdio& opened) {
   if (target.kind == Kind::kNone) return absl::OkStatus();
   absl::StatusOr<struct stat> st = StatUsable(target.path, "stdin");
   if (!st.ok()) return st.status();
@@ -140,6 +156,7 @@ absl::Status OpenInput(const Target& target, OpenedStdio& opened) {
       OpenChecked(target.path, O_RDONLY | O_NONBLOCK, true, reader_what);
   if (!reader.ok()) return reader.status();
   if (absl::Status s = ClearNonblock(reader->get(), reader_what); !s.ok()) return s;
+  if (absl::Status s = ChownFifo(reader->get(), options, reader_what); !s.ok()) return s;
   // Then our own writer, which cannot fail with ENXIO now that a reader
   // exists. Holding it keeps the container from seeing EOF before CloseIO.
   const std::string writer_what = fmt::format("open stdin fifo {} O_WRONLY (keepalive)", target.path);
@@ -159,30 +176,65 @@ bool SameFile(const Target& target, int fd) {
          fstat(fd, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
+absl::Status StartLoggerFor(const Target& target, const StdioOptions& options,
+                            OpenedStdio& opened) {
+  absl::StatusOr<LoggerCommand> command = LoggerCommandOf(target.uri);
+  if (!command.ok()) return command.status();
+  LoggerOptions logger_options;
+  logger_options.ns = options.ns;
+  logger_options.id = options.id;
+  logger_options.io_uid = options.io_uid;
+  logger_options.io_gid = options.io_gid;
+  logger_options.ready_timeout = options.logger_ready_timeout;
+  absl::StatusOr<StartedLogger> logger = StartLogger(*command, logger_options);
+  if (!logger.ok()) return logger.status();
+  opened.child.out = std::move(logger->out);
+  opened.child.err = std::move(logger->err);
+  opened.logger_pid = logger->pid;
+  opened.logger_pidfd = std::move(logger->pidfd);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
-absl::StatusOr<OpenedStdio> OpenStdio(const StdioPaths& paths) {
+absl::StatusOr<OpenedStdio> OpenStdio(const StdioPaths& paths, const StdioOptions& options) {
   absl::StatusOr<Target> in = ParseTarget(paths.in, "stdin", /*allow_uris=*/false);
   if (!in.ok()) return in.status();
   absl::StatusOr<Target> out = ParseTarget(paths.out, "stdout", /*allow_uris=*/true);
   if (!out.ok()) return out.status();
-  absl::StatusOr<Target> err = ParseTarget(paths.err, "stderr", /*allow_uris=*/true);
+  // stdout's URI decides for both streams (runc-v2): stderr's value then
+  // only says whether there is one.
+  const bool stdout_decides = out->kind == Kind::kFileUri || out->kind == Kind::kBinary;
+  absl::StatusOr<Target> err = stdout_decides ? Target{} : ParseTarget(paths.err, "stderr", true);
   if (!err.ok()) return err.status();
+  if (err->kind == Kind::kBinary) {
+    return absl::InvalidArgumentError(fmt::format(
+        "stderr '{}': a binary:// logger must be stdout's too (stdout is '{}')", paths.err,
+        paths.out));
+  }
 
   OpenedStdio opened;
-  if (absl::Status s = OpenInput(*in, opened); !s.ok()) return s;
+  if (absl::Status s = OpenInput(*in, options, opened); !s.ok()) return s;
 
-  absl::StatusOr<base::UniqueFd> out_fd = OpenOutput(*out, "stdout");
+  if (out->kind == Kind::kBinary) {
+    if (absl::Status s = StartLoggerFor(*out, options, opened); !s.ok()) return s;
+    return opened;
+  }
+
+  absl::StatusOr<base::UniqueFd> out_fd = OpenOutput(*out, "stdout", options);
   if (!out_fd.ok()) return out_fd.status();
   opened.child.out = std::move(*out_fd);
 
   // One file for both: share one open file description, as 2>&1 would.
-  if (opened.child.out && (paths.err == paths.out || SameFile(*err, opened.child.out.get()))) {
+  const bool same = stdout_decides ? !paths.err.empty()
+                                   : opened.child.out && (paths.err == paths.out ||
+                                                          SameFile(*err, opened.child.out.get()));
+  if (same) {
     opened.child.err.Reset(fcntl(opened.child.out.get(), F_DUPFD_CLOEXEC, 0));
     if (!opened.child.err) return base::ErrnoStatus(fmt::format("dup stdout for stderr {}", paths.err));
     return opened;
   }
-  absl::StatusOr<base::UniqueFd> err_fd = OpenOutput(*err, "stderr");
+  absl::StatusOr<base::UniqueFd> err_fd = OpenOutput(*err, "stderr", options);
   if (!err_fd.ok()) return err_fd.status();
   opened.child.err = std::move(*err_fd);
   return opened;

@@ -38,6 +38,9 @@ struct Spawned {
   uint64_t start_boottime = 0;
   base::UniqueFd stdin_keepalive;  // non-terminal stdin: the shim's write end
   TerminalFds terminal;            // terminal: all three for the keeper
+  // A binary:// logger (0: none), for the container's record.
+  uint32_t logger_pid = 0;
+  uint64_t logger_start_boottime = 0;
 };
 
 // Where Runtime::Exec has the runtime write an exec's pid (runc-v2's

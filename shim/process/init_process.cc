@@ -76,6 +76,10 @@ void InitProcess::Create(bool replayed, const task::CreateTaskRequest& req, Then
         start_boottime_ = s.start_boottime;
         container_.router().Add(s.pid, this);
         KeepStdio(s);
+        // Persisted below with the pid: a later Delete, by whichever server,
+        // makes sure the logger is gone.
+        container_.mutable_base().set_logger_pid(s.logger_pid);
+        container_.mutable_base().set_logger_start_boottime(s.logger_start_boottime);
         Apply(Event::kCreated);
         container_.Persist();
 

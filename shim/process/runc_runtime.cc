@@ -1,5 +1,6 @@
 #include "shim/process/runc_runtime.h"
 
+#include <poll.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -11,7 +12,9 @@
 #include "base/read_file.h"
 #include "bpf/pidfd.h"
 #include "fmt/format.h"
+#include "shim/log.h"
 #include "shim/oci/console.h"
+#include "shim/oci/logger.h"
 #include "shim/oci/mount.h"
 #include "shim/oci/runc.h"
 #include "shim/oci/stdio.h"
@@ -35,13 +38,38 @@ struct PreparedStdio {
   std::optional<oci::ConsoleSocket> console;
   base::UniqueFd stdin_keepalive;
   TerminalFds terminal;
+  uint32_t logger_pid = 0;  // binary://
+  uint64_t logger_start_boottime = 0;
 };
 
-absl::StatusOr<PreparedStdio> PrepareStdio(const oci::StdioPaths& paths, bool terminal) {
+// A started logger's start time, read while its pidfd says it lives (so the
+// pid was still its own). 0 if it is gone already: nothing to stop later.
+uint64_t LoggerStartBoottime(pid_t pid, const base::UniqueFd& pidfd) {
+  auto start = bpf::ReadStartBoottime(pid);
+  pollfd p{pidfd.get(), POLLIN, 0};
+  return start.ok() && poll(&p, 1, 0) == 0 ? *start : 0;
+}
+
+oci::StdioOptions StdioOptionsFor(const embedshim::ContainerRecord& r) {
+  oci::StdioOptions options;
+  options.ns = r.namespace_();
+  options.id = r.id();
+  options.io_uid = r.options().io_uid();
+  options.io_gid = r.options().io_gid();
+  return options;
+}
+
+absl::StatusOr<PreparedStdio> PrepareStdio(const oci::StdioPaths& paths, bool terminal,
+                                           const oci::StdioOptions& options) {
   PreparedStdio out;
   // In terminal mode stderr is the pty too (runc-v2 ignores the path).
-  auto opened = oci::OpenStdio(terminal ? oci::StdioPaths{paths.in, paths.out, ""} : paths);
+  auto opened =
+      oci::OpenStdio(terminal ? oci::StdioPaths{paths.in, paths.out, ""} : paths, options);
   if (!opened.ok()) return opened.status();
+  if (opened->logger_pid > 0) {
+    out.logger_start_boottime = LoggerStartBoottime(opened->logger_pid, opened->logger_pidfd);
+    if (out.logger_start_boottime != 0) out.logger_pid = static_cast<uint32_t>(opened->logger_pid);
+  }
   if (!terminal) {
     out.child = std::move(opened->child);
     out.stdin_keepalive = std::move(opened->stdin_keepalive);
@@ -72,10 +100,31 @@ Spawned SpawnedOf(pid_t pid, uint64_t start_boottime, PreparedStdio& stdio) {
   s.start_boottime = start_boottime;
   s.stdin_keepalive = std::move(stdio.stdin_keepalive);
   s.terminal = std::move(stdio.terminal);
+  s.logger_pid = stdio.logger_pid;
+  s.logger_start_boottime = stdio.logger_start_boottime;
   return s;
 }
 
+// A binary:// logger is gone once this returns: it had its EOF (the
+// container is gone, or never got its pipes), or is stopped.
+void StopLoggerProcess(const std::string& ns, const std::string& id, uint32_t pid,
+                       uint64_t start_boottime) {
+  if (pid == 0) return;
+  auto pidfd = bpf::PidfdIfSameLive(static_cast<pid_t>(pid), start_boottime);
+  if (!pidfd.ok()) return;  // gone already
+  auto end = oci::StopLogger(*pidfd);
+  if (!end.ok())
+    LogFor(LogLevel::kError, ns, id, "logger pid {}: {}", pid, end.status());
+  else if (*end != oci::LoggerEnd::kExited)
+    LogFor(LogLevel::kWarn, ns, id, "logger pid {} did not exit after EOF; {}", pid,
+           *end == oci::LoggerEnd::kTerminated ? "SIGTERM stopped it" : "SIGKILL stopped it");
+}
+
 }  // namespace
+
+void StopLoggerOf(const embedshim::ContainerRecord& r) {
+  StopLoggerProcess(r.namespace_(), r.id(), r.logger_pid(), r.logger_start_boottime());
+}
 
 absl::StatusOr<Spawned> RuncRuntime::Create(const embedshim::ContainerRecord& r, bool replayed) {
   const std::string rootfs = RootfsOf(r);
@@ -96,7 +145,7 @@ absl::StatusOr<Spawned> RuncRuntime::Create(const embedshim::ContainerRecord& r,
   absl::StatusOr<PreparedStdio> stdio;
   absl::Status st;
   for (int attempt = 0;; ++attempt) {
-    stdio = PrepareStdio({r.stdin(), r.stdout(), r.stderr()}, r.terminal());
+    stdio = PrepareStdio({r.stdin(), r.stdout(), r.stderr()}, r.terminal(), StdioOptionsFor(r));
     if (!stdio.ok()) {
       undo_mounts();
       return stdio.status();
@@ -110,6 +159,7 @@ absl::StatusOr<Spawned> RuncRuntime::Create(const embedshim::ContainerRecord& r,
         st.message().find("already exists") == absl::string_view::npos)
       break;
     (void)runc.Delete(r.id(), /*force=*/true);
+    StopLoggerProcess(r.namespace_(), r.id(), stdio->logger_pid, stdio->logger_start_boottime);
     usleep(20'000);  // rare recovery path, on a worker
   }
   absl::StatusOr<pid_t> pid = st.ok() ? oci::ReadPidFile(options.pid_file) : st;
@@ -118,6 +168,7 @@ absl::StatusOr<Spawned> RuncRuntime::Create(const embedshim::ContainerRecord& r,
   else st = start.status();
   if (!st.ok()) {
     (void)runc.Delete(r.id(), /*force=*/true);
+    StopLoggerProcess(r.namespace_(), r.id(), stdio->logger_pid, stdio->logger_start_boottime);
     undo_mounts();
     return st;
   }
@@ -139,7 +190,10 @@ absl::Status RuncRuntime::Start(const embedshim::ContainerRecord& r, bool replay
 absl::StatusOr<Spawned> RuncRuntime::Exec(const embedshim::ContainerRecord& r,
                                           const embedshim::ExecRecord& e,
                                           const std::function<absl::Status(pid_t)>& on_spawned) {
-  auto stdio = PrepareStdio({e.stdin(), e.stdout(), e.stderr()}, e.terminal());
+  // An exec's logger gets the exec's id as CONTAINER_ID, as under runc-v2.
+  oci::StdioOptions stdio_options = StdioOptionsFor(r);
+  stdio_options.id = e.exec_id();
+  auto stdio = PrepareStdio({e.stdin(), e.stdout(), e.stderr()}, e.terminal(), stdio_options);
   if (!stdio.ok()) return stdio.status();
   oci::ExecOptions options;
   options.process_json = e.spec();
@@ -148,7 +202,10 @@ absl::StatusOr<Spawned> RuncRuntime::Exec(const embedshim::ContainerRecord& r,
   options.on_spawned = on_spawned;
   unlink(options.pid_file.c_str());  // a pid file means this start ran (see Recover)
   if (absl::Status st = RuncFor(r).Exec(r.id(), options, std::move(stdio->child)); !st.ok())
+  {
+    StopLoggerProcess(r.namespace_(), e.exec_id(), stdio->logger_pid, stdio->logger_start_boottime);
     return st;
+  }
   auto pid = oci::ReadPidFile(options.pid_file);
   if (!pid.ok()) return pid.status();
   if (absl::Status st = ReceiveTerminal(*stdio); !st.ok()) return st;
@@ -165,6 +222,8 @@ absl::Status RuncRuntime::Kill(const embedshim::ContainerRecord& r, int signal, 
 absl::Status RuncRuntime::Delete(const embedshim::ContainerRecord& r, bool force) {
   absl::Status st = RuncFor(r).Delete(r.id(), force);
   if (absl::IsNotFound(st)) st = absl::OkStatus();  // already gone
+  // As runc-v2: the logger is stopped after `runc delete`, before the unmount.
+  if (st.ok()) StopLoggerOf(r);
   absl::Status um = oci::UnmountRootfs(RootfsOf(r));
   return st.ok() ? um : st;
 }

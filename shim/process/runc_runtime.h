@@ -22,4 +22,9 @@ class RuncRuntime final : public Runtime {
   bool WaitsInInit(pid_t pid) override;
 };
 
+// Makes sure the container's binary:// logger (its record's logger_pid) is
+// gone: it exits by itself at EOF, else SIGTERM, else SIGKILL (runc-v2's
+// order at delete). Blocking, up to 2 + 12 s: workers and `delete` only.
+void StopLoggerOf(const embedshim::ContainerRecord& r);
+
 }  // namespace shim::process
