@@ -12,6 +12,7 @@
 #include "fmt/format.h"
 #include "google/protobuf/empty.pb.h"
 #include "runc_options.pb.h"
+#include "runctypes.pb.h"
 #include "shim.pb.h"
 #include "shim/cgroup_metrics.h"
 #include "shim/clock.h"
@@ -80,6 +81,7 @@ void TaskService::RegisterOn(ttrpc::Server& server) {
       {"Pause", &TaskService::Pause},       {"Resume", &TaskService::Resume},
       {"Stats", &TaskService::Stats},       {"Exec", &TaskService::Exec},
       {"ResizePty", &TaskService::ResizePty},
+      {"Checkpoint", &TaskService::Checkpoint},
   };
   // containerd 2.x may speak v3; its messages are v2's under another name.
   for (const char* service : {"containerd.task.v2.Task", "containerd.task.v3.Task"}) {
@@ -101,7 +103,7 @@ void TaskService::RegisterOn(ttrpc::Server& server) {
         (this->*method)(std::move(call));
       });
     }
-    for (const char* name : {"Checkpoint", "Update"}) {
+    for (const char* name : {"Update"}) {
       server.Register(service, name, [name](ttrpc::RequestContext, std::string,
                                             ttrpc::Responder r) {
         r.Reply(absl::UnimplementedError(
@@ -154,8 +156,6 @@ void TaskService::Create(Call call) {
   if (stat((req->bundle() + "/config.json").c_str(), &st) != 0)
     return call.Fail(absl::NotFoundError(
         fmt::format("bundle {}: no config.json: {}", req->bundle(), std::strerror(errno))));
-  if (!req->checkpoint().empty())
-    return call.Fail(absl::UnimplementedError("restoring from a checkpoint is not supported"));
 
   Key key{call.ns, id};
   if (auto it = containers_.find(key); it != containers_.end()) {
@@ -182,6 +182,11 @@ void TaskService::Create(Call call) {
   *r.mutable_options() = WithDefaults(*options);
   r.set_created_at_unix_nano(NowUnixNano());
   r.set_status(embedshim::CREATING);
+  // A restore: Start runs `runc restore`. Options.CriuImagePath asks for one
+  // too (containerd turns it into the checkpoint for runc's runtimes only).
+  r.set_restore_checkpoint(!req->checkpoint().empty() ? req->checkpoint()
+                                                      : r.options().criu_image_path());
+  r.set_restore_parent_checkpoint(req->parent_checkpoint());
   for (const auto& m : req->rootfs()) {
     auto* mr = r.add_rootfs();
     mr->set_type(m.type());
@@ -274,6 +279,66 @@ void TaskService::Freeze(Call call, const std::string& id, Event event) {
   Serially(std::move(call), id, [event](Call call, Container& c, Turn turn) {
     c.init().Freeze(event, call.replayed,
                     [call, turn = Share(std::move(turn))](absl::Status st) { call.Answer(st); });
+  });
+}
+
+namespace {
+
+// The request as `runc checkpoint` needs it. The options come as
+// containerd.runc.v1.CheckpointOptions, or the older
+// containerd.linux.runc.CheckpointOptions (image_path and work_path swap
+// numbers there); an image path in them wins over the request's path.
+absl::StatusOr<process::CheckpointSpec> CheckpointSpecOf(const task::CheckpointTaskRequest& req) {
+  process::CheckpointSpec spec;
+  spec.image_path = req.path();
+  const google::protobuf::Any& any = req.options();
+  std::string type = any.type_url();
+  if (size_t slash = type.rfind('/'); slash != std::string::npos) type = type.substr(slash + 1);
+  auto fill = [&spec](const auto& o) {
+    spec.exit = o.exit();
+    spec.open_tcp = o.open_tcp();
+    spec.external_unix_sockets = o.external_unix_sockets();
+    spec.terminal = o.terminal();
+    spec.file_locks = o.file_locks();
+    spec.empty_namespaces.assign(o.empty_namespaces().begin(), o.empty_namespaces().end());
+    spec.cgroups_mode = o.cgroups_mode();
+    if (!o.image_path().empty()) spec.image_path = o.image_path();
+    spec.work_path = o.work_path();
+  };
+  if (type.empty()) {
+    // No options: runc-v2's defaults (leave running).
+  } else if (type == "containerd.runc.v1.CheckpointOptions") {
+    containerd::runc::v1::CheckpointOptions o;
+    if (!o.ParseFromString(any.value()))
+      return absl::InvalidArgumentError(fmt::format("cannot decode {}", type));
+    fill(o);
+  } else if (type == "containerd.linux.runc.CheckpointOptions") {
+    containerd::linux::runc::CheckpointOptions o;
+    if (!o.ParseFromString(any.value()))
+      return absl::InvalidArgumentError(fmt::format("cannot decode {}", type));
+    fill(o);
+  } else {
+    return absl::InvalidArgumentError(fmt::format(
+        "checkpoint options of type {} are not supported (want "
+        "containerd.runc.v1.CheckpointOptions)", type));
+  }
+  if (spec.image_path.empty())
+    return absl::InvalidArgumentError("checkpoint: no image path (request path or options)");
+  return spec;
+}
+
+}  // namespace
+
+void TaskService::Checkpoint(Call call) {
+  auto req = call.Parse<task::CheckpointTaskRequest>();
+  if (!req.ok()) return call.Fail(req.status());
+  auto spec = CheckpointSpecOf(*req);
+  if (!spec.ok()) return call.Fail(spec.status());
+  Serially(std::move(call), req->id(), [spec = std::move(*spec)](Call call, Container& c,
+                                                                   Turn turn) {
+    c.init().Checkpoint(spec, [call, turn = Share(std::move(turn))](absl::Status st) {
+      call.Answer(st);
+    });
   });
 }
 

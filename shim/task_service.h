@@ -75,6 +75,9 @@ class TaskService {
   void Pause(Call call);
   void Resume(Call call);
   void Freeze(Call call, const std::string& id, process::Event event);
+  // `runc checkpoint` (containerd.runc.v1.CheckpointOptions); a restore is a
+  // Create with a checkpoint, run at Start.
+  void Checkpoint(Call call);
   void Stats(Call call);
   void Exec(Call call);
   void ResizePty(Call call);

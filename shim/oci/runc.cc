@@ -452,6 +452,7 @@ absl::StatusOr<std::string> Runc::Run(std::string_view command,
     argv.insert(argv.end(), {"--log", config_.log_path, "--log-format", "json"});
   }
   if (config_.systemd_cgroup) argv.push_back("--systemd-cgroup");
+  if (!config_.criu.empty()) argv.insert(argv.end(), {"--criu", config_.criu});
   argv.emplace_back(command);
   argv.insert(argv.end(), args.begin(), args.end());
 
@@ -575,6 +576,44 @@ absl::StatusOr<std::vector<pid_t>> Runc::Ps(const std::string& id) const {
   return pids;
 }
 
+namespace {
+// runc's CRIU flags, shared by checkpoint and restore (go-runc's order).
+void AppendCriuArgs(const CriuOptions& o, std::vector<std::string>& args) {
+  args.insert(args.end(), {"--image-path", o.image_path});
+  if (!o.work_path.empty()) args.insert(args.end(), {"--work-path", o.work_path});
+  if (!o.parent_path.empty()) args.insert(args.end(), {"--parent-path", o.parent_path});
+  if (o.tcp_established) args.push_back("--tcp-established");
+  if (o.ext_unix_sk) args.push_back("--ext-unix-sk");
+  if (o.shell_job) args.push_back("--shell-job");
+  if (!o.manage_cgroups_mode.empty())
+    args.insert(args.end(), {"--manage-cgroups-mode", o.manage_cgroups_mode});
+  if (o.file_locks) args.push_back("--file-locks");
+  for (const std::string& ns : o.empty_namespaces) args.insert(args.end(), {"--empty-ns", ns});
+}
+}  // namespace
+
+absl::Status Runc::Checkpoint(const std::string& id, const CheckpointOptions& options) const {
+  std::vector<std::string> args;
+  AppendCriuArgs(options.criu, args);
+  if (options.leave_running) args.push_back("--leave-running");
+  args.push_back(id);
+  return CriuFailure(Run("checkpoint", args, nullptr).status());
+}
+
+absl::Status Runc::Restore(const std::string& id, const std::string& bundle,
+                           const RestoreOptions& options, ChildStdio stdio) const {
+  // --no-subreaper: the shim reaps nothing; the exit monitor sees the exits.
+  std::vector<std::string> args = {"--bundle", bundle, "--detach", "--no-subreaper",
+                                   "--pid-file", options.pid_file};
+  if (!options.console_socket.empty())
+    args.insert(args.end(), {"--console-socket", options.console_socket});
+  if (options.no_pivot) args.push_back("--no-pivot");
+  AppendCriuArgs(options.criu, args);
+  args.push_back(id);
+  return CriuFailure(
+      Run("restore", args, &stdio, options.on_spawned ? &options.on_spawned : nullptr).status());
+}
+
 absl::StatusOr<pid_t> ReadPidFile(const std::string& path) {
   base::UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return base::ErrnoStatus(fmt::format("open pid file {}", path));
@@ -663,6 +702,46 @@ absl::Status RuntimeError(std::string_view prefix, std::string_view message) {
     if (lower.find(gone) != std::string::npos) return absl::NotFoundError(text);
   }
   return absl::UnknownError(text);
+}
+
+std::string CriuLogErrors(std::string_view log_text, size_t max) {
+  std::vector<std::string_view> found;
+  while (!log_text.empty() && found.size() < max) {
+    size_t eol = log_text.find('\n');
+    std::string_view line = log_text.substr(0, eol);
+    log_text.remove_prefix(eol == std::string_view::npos ? log_text.size() : eol + 1);
+    // "(00.054466) Error (criu/vdso.c:381): vdso: Unexpected rt vDSO area bounds"
+    size_t at = line.find("Error (");
+    if (at == std::string_view::npos) continue;
+    size_t colon = line.find("): ", at);
+    if (colon == std::string_view::npos) continue;
+    std::string_view text = TrimSpace(line.substr(colon + 3));
+    // A helper CRIU ran failed: says nothing by itself.
+    if (text.empty() || text.starts_with("exited, status=")) continue;
+    if (std::find(found.begin(), found.end(), text) == found.end()) found.push_back(text);
+  }
+  std::string out;
+  for (std::string_view t : found) out += fmt::format("{}{}", out.empty() ? "" : "; ", t);
+  return out;
+}
+
+absl::Status CriuFailure(const absl::Status& runtime_error) {
+  if (runtime_error.ok()) return runtime_error;
+  const std::string text_of_error(runtime_error.message());
+  std::string_view message = text_of_error;
+  if (ToLower(message).find("criu") == std::string::npos) return runtime_error;
+  // runc: "criu failed: type DUMP errno 0\nlog file: <path>".
+  std::string head(message), log_path;
+  if (size_t at = message.find("log file: "); at != std::string_view::npos) {
+    log_path = std::string(TrimSpace(message.substr(at + 10)));
+    head = std::string(TrimSpace(message.substr(0, at)));
+  }
+  std::replace(head.begin(), head.end(), '\n', ' ');
+  std::string reason = log_path.empty() ? "" : CriuLogErrors(ReadLogSince(log_path, 0));
+  std::string text = head;
+  if (!reason.empty()) text += fmt::format(": criu: {}", reason);
+  if (!log_path.empty()) text += fmt::format(" (log: {})", log_path);
+  return absl::FailedPreconditionError(text);
 }
 
 }  // namespace shim::oci

@@ -7,7 +7,7 @@
 //
 // Each call runs
 //   <binary> [--root <root>] [--log <log_path> --log-format json]
-//            [--systemd-cgroup] <command> ...
+//            [--systemd-cgroup] [--criu <criu>] <command> ...
 // with only fds 0, 1, 2 inherited, all signals at their default disposition
 // and unblocked, and NOTIFY_SOCKET removed from the environment. The runtime
 // gets no parent-death signal: it must finish its work even if the shim dies.
@@ -37,6 +37,9 @@ struct RuncConfig {
   // (the runtime then logs to its stderr only).
   std::string log_path;
   bool systemd_cgroup = false;
+  // --criu: the criu binary for checkpoint and restore. "" = the runtime's
+  // default ("criu" in PATH).
+  std::string criu;
   // A runtime still running after this is SIGKILLed (DeadlineExceeded).
   std::chrono::milliseconds timeout = std::chrono::seconds(60);
 };
@@ -78,6 +81,37 @@ struct ExecOptions {
   // sends over this socket (see console.h). "" = no terminal.
   std::string console_socket;
   // See SpawnHook; empty = none.
+  SpawnHook on_spawned;
+};
+
+// CRIU's settings that checkpoint and restore share (runc's flag names).
+struct CriuOptions {
+  std::string image_path;   // --image-path: the images (required)
+  std::string work_path;    // --work-path: CRIU's work files and its log; "" = image_path
+  std::string parent_path;  // --parent-path: a pre-dump's images
+  bool tcp_established = false;  // --tcp-established
+  bool ext_unix_sk = false;      // --ext-unix-sk
+  bool shell_job = false;        // --shell-job: a terminal
+  bool file_locks = false;       // --file-locks
+  std::vector<std::string> empty_namespaces;  // --empty-ns, each
+  std::string manage_cgroups_mode;            // --manage-cgroups-mode soft|full|strict
+};
+
+struct CheckpointOptions {
+  CriuOptions criu;
+  bool leave_running = false;  // --leave-running; else the container stops
+};
+
+struct RestoreOptions {
+  CriuOptions criu;
+  // --pid-file: where the runtime writes the restored init's pid.
+  std::string pid_file;
+  // --console-socket, as for Create.
+  std::string console_socket;
+  bool no_pivot = false;
+  // See SpawnHook; empty = none. Given the hook, the processes CRIU forks
+  // can be tracked from birth (restore runs --detach: nothing waits for
+  // `start`).
   SpawnHook on_spawned;
 };
 
@@ -127,6 +161,18 @@ class Runc {
   absl::Status Resume(const std::string& id) const;
   // ps --format json ID: the pids in the container.
   absl::StatusOr<std::vector<pid_t>> Ps(const std::string& id) const;
+  // checkpoint --image-path I --work-path W [--parent-path P] [--leave-running]
+  // [--tcp-established] [--ext-unix-sk] [--shell-job] [--file-locks]
+  // [--manage-cgroups-mode M] [--empty-ns NS]... ID. A CRIU failure is
+  // FailedPrecondition whose message has CRIU's own errors from its log
+  // (CriuFailure), so "criu cannot run on this kernel" reads as such.
+  absl::Status Checkpoint(const std::string& id, const CheckpointOptions& options) const;
+  // restore --bundle B --detach --no-subreaper --pid-file P [--console-socket S]
+  // [--no-pivot] <CRIU flags as for checkpoint> ID: the container's processes
+  // run again from the images, and this returns once they do. `stdio` as for
+  // Create. CRIU failures as for Checkpoint.
+  absl::Status Restore(const std::string& id, const std::string& bundle,
+                       const RestoreOptions& options, ChildStdio stdio) const;
 
  private:
   // Runs `<binary> <global flags> <args...>`; returns its stdout. With
@@ -158,5 +204,16 @@ std::string LastLogError(std::string_view log_text);
 // The status for a runtime failure: `<prefix>: <message>`, NotFound when the
 // message says the container or process is gone, else Unknown.
 absl::Status RuntimeError(std::string_view prefix, std::string_view message);
+
+// The errors worth reading in a CRIU log (dump.log, restore.log): the text of
+// its "Error (file:line): ..." lines, without the generic "exited, status=N"
+// of its helpers, at most `max` of them, joined with "; ". "" when none.
+std::string CriuLogErrors(std::string_view log_text, size_t max = 3);
+
+// A failed checkpoint/restore whose runtime message names CRIU ("runc
+// checkpoint: criu failed: type DUMP errno 0\nlog file: <path>", "CRIU version
+// check failed: ..."): FailedPrecondition, on one line, with CRIU's own errors
+// from that log file appended (CriuLogErrors). Anything else is returned as it is.
+absl::Status CriuFailure(const absl::Status& runtime_error);
 
 }  // namespace shim::oci

@@ -5,6 +5,7 @@
 #include "fmt/format.h"
 #include "shim/clock.h"
 #include "shim/log.h"
+#include "shim/oci/spec.h"
 #include "shim/paths.h"
 
 namespace shim::process {
@@ -23,6 +24,9 @@ Container::Container(Environment& env, ExitRouter& router, embedshim::ContainerR
       init_(*this, FromRecord(record_.status())) {
   record_.clear_execs();
   init_.Restore(record_);
+  // Decided once per server, at Create or recovery (before exits replay):
+  // the spec in the bundle does not change. A small file on tmpfs.
+  init_.set_kill_all_on_exit(oci::ShouldKillAllOnExit(record_.bundle()));
 }
 
 Container::~Container() {

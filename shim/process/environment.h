@@ -50,6 +50,19 @@ inline std::string ExecPidFile(const std::string& bundle, const std::string& exe
   return bundle + "/" + exec_id + ".pid";
 }
 
+// A Checkpoint request (containerd.runc.v1.CheckpointOptions and the path).
+struct CheckpointSpec {
+  std::string image_path;  // where CRIU's images go
+  std::string work_path;   // CRIU's work files and log; "" = the record's, else a temporary one
+  bool exit = false;       // stop the container after it (else it goes on running)
+  bool open_tcp = false;
+  bool external_unix_sockets = false;
+  bool terminal = false;
+  bool file_locks = false;
+  std::vector<std::string> empty_namespaces;
+  std::string cgroups_mode;  // soft, full, strict; "" = runc's default
+};
+
 // The OCI runtime. Every call blocks (runc takes 20-50 ms): workers only.
 class Runtime {
  public:
@@ -74,6 +87,20 @@ class Runtime {
   // cheap enough for the loop). A dead pid counts as waiting: its exit
   // says the rest.
   virtual bool WaitsInInit(pid_t pid) = 0;
+  // `runc checkpoint`: CRIU saves the container's processes. A CRIU failure
+  // is FailedPrecondition with CRIU's own reason; the container goes on.
+  virtual absl::Status Checkpoint(const embedshim::ContainerRecord& /*c*/,
+                                  const CheckpointSpec& /*spec*/) {
+    return absl::UnimplementedError("checkpoint is not supported by this runtime");
+  }
+  // Mounts the rootfs, opens stdio, `runc restore --detach` from
+  // c.restore_checkpoint(); the init runs when it returns. Undoes what it
+  // did on failure. `on_spawned(runtime pid)` as for Exec: CRIU's processes
+  // are forked by the runtime's.
+  virtual absl::StatusOr<Spawned> Restore(const embedshim::ContainerRecord& /*c*/,
+                                          const std::function<absl::Status(pid_t)>& /*on_spawned*/) {
+    return absl::UnimplementedError("restore is not supported by this runtime");
+  }
 };
 
 // The exit monitor (bpf::ExitMonitor). Loop thread, except TrackSpawner,

@@ -15,6 +15,7 @@
 #include "shim/clock.h"
 #include "shim/exit_report.h"
 #include "shim/log.h"
+#include "shim/oci/runc.h"
 #include "shim/process/container.h"
 #include "shim/process/process.h"
 #include "shim/worker_pool.h"
@@ -45,11 +46,35 @@ void InitProcess::Restore(const embedshim::ContainerRecord& r) {
   start_boottime_ = r.start_boottime();
   exit_status_ = r.exit_status();
   exited_at_ = r.exited_at_unix_nano();
-  if (alive() || status_ == Status::kCreated) container_.router().Add(pid(), this);
+  // (A created init waiting for its restore has no pid yet.)
+  if (pid() > 0 && (alive() || status_ == Status::kCreated)) container_.router().Add(pid(), this);
+}
+
+bool InitProcess::restore_pending() const {
+  return !container_.base().restore_checkpoint().empty() && !container_.base().started();
 }
 
 void InitProcess::Create(bool replayed, const task::CreateTaskRequest& req, Then<pid_t> then) {
   Environment& env = container_.env();
+  if (restore_pending()) {
+    // As runc-v2: a restore runs nothing until Start, which runs `runc
+    // restore`; until then the init has no pid.
+    Apply(Event::kCreated);
+    container_.Persist();
+    events::TaskCreate ev;
+    ev.set_container_id(container_.id());
+    ev.set_bundle(container_.bundle());
+    *ev.mutable_rootfs() = req.rootfs();
+    ev.mutable_io()->set_stdin(req.stdin());
+    ev.mutable_io()->set_stdout(req.stdout());
+    ev.mutable_io()->set_stderr(req.stderr());
+    ev.mutable_io()->set_terminal(req.terminal());
+    ev.set_checkpoint(container_.base().restore_checkpoint());
+    env.events.Publish(container_.ns(), "/tasks/create", ev);
+    LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "created for a restore from {}",
+           container_.base().restore_checkpoint());
+    return then(pid());
+  }
   // If this process dies during `runc create`, the next one finds a
   // creating record and undoes it before the replayed Create runs again.
   container_.Persist();
@@ -101,6 +126,7 @@ void InitProcess::Create(bool replayed, const task::CreateTaskRequest& req, Then
 void InitProcess::Start(bool replayed, Then<pid_t> then) {
   if (replayed && container_.base().started()) return then(pid());  // the earlier server did
   if (absl::Status st = Check(Event::kStart); !st.ok()) return then(st);
+  if (restore_pending()) return StartRestore(replayed, std::move(then));
   Apply(Event::kStart);
   Environment& env = container_.env();
   env.pool.Run<absl::Status>(
@@ -204,6 +230,7 @@ void InitProcess::OnExecExited() {
 }
 
 void InitProcess::ApplyExit(const bpf::ExitRecord& exit) {
+  if (kill_all_on_exit_ && !killed_all_) return KillAllThenApplyExit(exit);
   if (container_.AnyExecAlive()) {
     // The init's TaskExit is the container's last (runc-v2 >= 1.6.36): it
     // waits for the execs, which cannot outlive it. In a private pid
@@ -300,6 +327,102 @@ void InitProcess::Delete(Then<task::DeleteResponse> then) {
           then(DeleteResponseOf(End()));
         });
   });
+}
+
+void InitProcess::StartRestore(bool replayed, Then<pid_t> then) {
+  Apply(Event::kStart);
+  HoldOutputWhileStarting();
+  // Nothing waits for `start` after `runc restore --detach`: the restored
+  // init may exit before its pid is known. So runc is a tracked spawner and
+  // the exits of pids not known yet are held, as for an exec's start.
+  container_.router().BeginSpawn();
+  Environment& env = container_.env();
+  env.pool.Run<std::shared_ptr<absl::StatusOr<Spawned>>>(
+      [&runtime = env.runtime, &exits = env.exits, record = container_.Record(), replayed] {
+        // A dead server's restore that finished: its init runs. Adopted.
+        if (replayed) {
+          auto pid = oci::ReadPidFile(record.bundle() + "/init.pid");
+          auto start = pid.ok() ? bpf::ReadStartBoottime(*pid) : pid.status();
+          if (start.ok()) {
+            Spawned s;
+            s.pid = *pid;
+            s.start_boottime = *start;
+            return std::make_shared<absl::StatusOr<Spawned>>(std::move(s));
+          }
+        }
+        return std::make_shared<absl::StatusOr<Spawned>>(runtime.Restore(
+            record, [&exits](pid_t runtime_pid) { return exits.TrackSpawner(runtime_pid); }));
+      },
+      [this, then = std::move(then)](std::shared_ptr<absl::StatusOr<Spawned>> res) {
+        Environment& env = container_.env();
+        ReleaseOutputHold();
+        if (!res->ok()) {
+          Apply(Event::kStartFailed);
+          container_.router().EndSpawn(0);
+          LogFor(LogLevel::kError, container_.ns(), container_.id(), "restore failed: {}",
+                 res->status());
+          return then(res->status());
+        }
+        Spawned& s = **res;
+        pid_ = static_cast<uint32_t>(s.pid);
+        start_boottime_ = s.start_boottime;
+        // Inherited from runc already; tracked by its own name too, in case
+        // the spawner's budget ran out on CRIU's helpers.
+        (void)env.exits.Track(s.pid, s.start_boottime);
+        container_.router().Add(s.pid, this);
+        KeepStdio(s);
+        container_.mutable_base().set_logger_pid(s.logger_pid);
+        container_.mutable_base().set_logger_start_boottime(s.logger_start_boottime);
+        Apply(Event::kStarted);
+        MarkStarted();  // TaskStart, then the record
+        LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "restored pid={}", pid_);
+        container_.router().EndSpawn(pid());
+        ReleaseHeldExit();
+        then(pid());  // last: the reply lets the container's next call run
+      });
+}
+
+void InitProcess::Checkpoint(const CheckpointSpec& spec, ThenStatus then) {
+  if (absl::Status st = Check(Event::kCheckpoint); !st.ok()) return then(st);
+  LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "checkpoint to {} exit={}",
+         spec.image_path, spec.exit);
+  Environment& env = container_.env();
+  env.pool.Run<absl::Status>(
+      [&runtime = env.runtime, record = container_.Record(), spec] {
+        return runtime.Checkpoint(record, spec);
+      },
+      [this, then = std::move(then)](absl::Status st) {
+        // A failed checkpoint leaves the container as it was: runc with
+        // CRIU's dump failing kills nothing.
+        if (!st.ok()) LogFor(LogLevel::kWarn, container_.ns(), container_.id(), "checkpoint: {}", st);
+        else LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "checkpointed");
+        then(st);
+      });
+}
+
+void InitProcess::KillAllThenApplyExit(const bpf::ExitRecord& exit) {
+  exit_after_kill_all_ = exit;
+  if (kill_all_in_flight_) return;
+  kill_all_in_flight_ = true;
+  LogFor(LogLevel::kInfo, container_.ns(), container_.id(),
+         "init pid {} exited without a pid namespace of its own: killing the rest of its cgroup",
+         exit.pid);
+  Environment& env = container_.env();
+  env.pool.Run<absl::Status>(
+      [&runtime = env.runtime, record = container_.Record()] {
+        return runtime.Kill(record, SIGKILL, /*all=*/true);
+      },
+      [this](absl::Status st) {
+        kill_all_in_flight_ = false;
+        killed_all_ = true;
+        // NotFound: nothing left to kill, or no container any more.
+        if (!st.ok() && !absl::IsNotFound(st))
+          LogFor(LogLevel::kWarn, container_.ns(), container_.id(),
+                 "killing what the init left: {}", st);
+        bpf::ExitRecord exit = *exit_after_kill_all_;
+        exit_after_kill_all_.reset();
+        if (status_ != Status::kStopped && status_ != Status::kDeleted) ApplyExit(exit);
+      });
 }
 
 }  // namespace shim::process

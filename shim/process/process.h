@@ -128,6 +128,13 @@ class InitProcess final : public Process {
   // An exec ended: an exit held for the execs may now go out.
   void OnExecExited();
   void Restore(const embedshim::ContainerRecord& r);
+  // `runc checkpoint` of a running or paused init. With spec.exit the
+  // container stops, and its exit comes from the monitor like any other.
+  void Checkpoint(const CheckpointSpec& spec, ThenStatus then);
+  // The init has no pid namespace of its own (oci::ShouldKillAllOnExit):
+  // when it exits, the rest of its cgroup is killed (`runc kill --all`)
+  // before the exit is published, as the kernel does for a namespace's init.
+  void set_kill_all_on_exit(bool kill_all) { kill_all_on_exit_ = kill_all; }
 
  protected:
   void ApplyExit(const bpf::ExitRecord& exit) override;
@@ -142,6 +149,19 @@ class InitProcess final : public Process {
   void WhenGone(std::function<void()> then);
   // Exited while execs ran: applied once the last of them is gone.
   std::optional<bpf::ExitRecord> exit_after_execs_;
+
+  // Start of a Create that asked for a restore: `runc restore`, whose
+  // processes are tracked from birth, as an exec's.
+  void StartRestore(bool replayed, Then<pid_t> then);
+  bool restore_pending() const;
+  // The exit of an init without a pid namespace of its own waits for `runc
+  // kill --all` (on a worker); the exit stays in the monitor's map
+  // meanwhile, so a server that dies then is followed by one that kills again.
+  void KillAllThenApplyExit(const bpf::ExitRecord& exit);
+  bool kill_all_on_exit_ = false;
+  bool killed_all_ = false;
+  bool kill_all_in_flight_ = false;
+  std::optional<bpf::ExitRecord> exit_after_kill_all_;
 };
 
 // One exec: recorded by Exec, `runc exec --detach` at Start.

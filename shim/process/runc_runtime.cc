@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <vector>
@@ -238,6 +239,101 @@ absl::Status RuncRuntime::Resume(const embedshim::ContainerRecord& r) {
 
 absl::StatusOr<std::vector<pid_t>> RuncRuntime::Ps(const embedshim::ContainerRecord& r) {
   return RuncFor(r).Ps(r.id());
+}
+
+namespace {
+
+oci::Runc CriuRuncFor(const embedshim::ContainerRecord& r) {
+  oci::RuncConfig config = RuncConfigFor(r);
+  config.criu = r.options().criu_path();
+  return oci::Runc(std::move(config));
+}
+
+oci::CriuOptions CriuOptionsOf(const CheckpointSpec& spec) {
+  oci::CriuOptions o;
+  o.image_path = spec.image_path;
+  o.work_path = spec.work_path;
+  o.tcp_established = spec.open_tcp;
+  o.ext_unix_sk = spec.external_unix_sockets;
+  o.shell_job = spec.terminal;
+  o.file_locks = spec.file_locks;
+  o.empty_namespaces = spec.empty_namespaces;
+  o.manage_cgroups_mode = spec.cgroups_mode;
+  return o;
+}
+
+// `status` with every `from` in its message replaced by `to`.
+absl::Status Renamed(const absl::Status& status, const std::string& from, const std::string& to) {
+  std::string text(status.message());
+  for (size_t at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size()))
+    text.replace(at, from.size(), to);
+  return absl::Status(status.code(), text);
+}
+
+}  // namespace
+
+absl::Status RuncRuntime::Checkpoint(const embedshim::ContainerRecord& r,
+                                     const CheckpointSpec& spec) {
+  oci::CheckpointOptions options;
+  options.criu = CriuOptionsOf(spec);
+  options.leave_running = !spec.exit;
+  // CRIU's work files and log: a work path given (the request's, else the
+  // runtime options') is kept; otherwise they go in a temporary directory, and
+  // only the log of a failure stays, as <bundle>/criu-dump.log (as runc-v2).
+  if (options.criu.work_path.empty()) options.criu.work_path = r.options().criu_work_path();
+  const bool temporary = options.criu.work_path.empty();
+  if (temporary) options.criu.work_path = r.bundle() + "/criu-work";
+  absl::Status st = CriuRuncFor(r).Checkpoint(r.id(), options);
+  if (temporary) {
+    const std::string log = options.criu.work_path + "/dump.log";
+    const std::string kept = r.bundle() + "/criu-dump.log";
+    if (!st.ok() && rename(log.c_str(), kept.c_str()) == 0) st = Renamed(st, log, kept);
+    std::error_code ec;
+    std::filesystem::remove_all(options.criu.work_path, ec);
+  }
+  return st;
+}
+
+absl::StatusOr<Spawned> RuncRuntime::Restore(const embedshim::ContainerRecord& r,
+                                             const std::function<absl::Status(pid_t)>& on_spawned) {
+  const std::string rootfs = RootfsOf(r);
+  std::vector<oci::Mount> mounts;
+  for (const auto& m : r.rootfs())
+    mounts.push_back({m.type(), m.source(), {m.options().begin(), m.options().end()}});
+  if (!mounts.empty()) {
+    if (absl::Status st = oci::MountRootfs(mounts, rootfs); !st.ok()) return st;
+  }
+  auto undo_mounts = [&] {
+    if (!mounts.empty()) (void)oci::UnmountRootfs(rootfs);
+  };
+  auto stdio = PrepareStdio({r.stdin(), r.stdout(), r.stderr()}, r.terminal(), StdioOptionsFor(r));
+  if (!stdio.ok()) {
+    undo_mounts();
+    return stdio.status();
+  }
+  oci::RestoreOptions options;
+  options.criu.image_path = r.restore_checkpoint();
+  options.criu.parent_path = r.restore_parent_checkpoint();
+  // CRIU's restore.log stays there, beside the container.
+  options.criu.work_path = r.options().criu_work_path().empty() ? r.bundle() + "/criu-work"
+                                                                : r.options().criu_work_path();
+  options.pid_file = r.bundle() + "/init.pid";
+  options.console_socket = stdio->console ? stdio->console->path() : "";
+  options.no_pivot = r.options().no_pivot_root();
+  options.on_spawned = on_spawned;
+  unlink(options.pid_file.c_str());  // a pid file means this restore ran
+  oci::Runc runc = CriuRuncFor(r);
+  absl::Status st = runc.Restore(r.id(), r.bundle(), options, std::move(stdio->child));
+  absl::StatusOr<pid_t> pid = st.ok() ? oci::ReadPidFile(options.pid_file) : st;
+  absl::StatusOr<uint64_t> start = pid.ok() ? bpf::ReadStartBoottime(*pid) : pid.status();
+  st = start.ok() ? ReceiveTerminal(*stdio) : start.status();
+  if (!st.ok()) {
+    (void)runc.Delete(r.id(), /*force=*/true);
+    StopLoggerProcess(r.namespace_(), r.id(), stdio->logger_pid, stdio->logger_start_boottime);
+    undo_mounts();
+    return st;
+  }
+  return SpawnedOf(*pid, *start, *stdio);
 }
 
 bool RuncRuntime::WaitsInInit(pid_t pid) {

@@ -20,6 +20,10 @@ class RuncRuntime final : public Runtime {
   absl::Status Resume(const embedshim::ContainerRecord& c) override;
   absl::StatusOr<std::vector<pid_t>> Ps(const embedshim::ContainerRecord& c) override;
   bool WaitsInInit(pid_t pid) override;
+  absl::Status Checkpoint(const embedshim::ContainerRecord& c,
+                          const CheckpointSpec& spec) override;
+  absl::StatusOr<Spawned> Restore(const embedshim::ContainerRecord& c,
+                                  const std::function<absl::Status(pid_t)>& on_spawned) override;
 };
 
 // Makes sure the container's binary:// logger (its record's logger_pid) is

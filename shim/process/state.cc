@@ -29,6 +29,7 @@ std::string_view Name(Event e) {
     case Event::kResume: return "resume";
     case Event::kExit: return "exit";
     case Event::kDelete: return "delete";
+    case Event::kCheckpoint: return "checkpoint";
   }
   return "?";
 }
@@ -73,6 +74,7 @@ absl::StatusOr<Status> InitTransition(Kind kind, Status from, Event event) {
       switch (event) {
         case E::kKill: return S::kRunning;
         case E::kPause: return S::kPaused;
+        case E::kCheckpoint: return S::kRunning;
         case E::kExit: return S::kStopped;
         case E::kStart: return absl::FailedPreconditionError("process already started");
         case E::kDelete:
@@ -84,6 +86,7 @@ absl::StatusOr<Status> InitTransition(Kind kind, Status from, Event event) {
       switch (event) {
         case E::kKill: return S::kPaused;
         case E::kResume: return S::kRunning;
+        case E::kCheckpoint: return S::kPaused;
         case E::kExit: return S::kStopped;
         case E::kDelete:
           return absl::FailedPreconditionError("cannot delete a paused process: kill it first");
@@ -113,7 +116,7 @@ absl::StatusOr<Status> ExecTransition(Status from, Event event) {
   if (from == S::kCreated && event == E::kKill)
     return absl::FailedPreconditionError("exec process not started");
   const bool init_only = from == S::kCreating || from == S::kPaused || event == E::kCreated ||
-                         event == E::kPause || event == E::kResume ||
+                         event == E::kPause || event == E::kResume || event == E::kCheckpoint ||
                          (from == S::kCreated && event == E::kExit);
   if (init_only) return Illegal(Kind::kExec, from, event);
   return InitTransition(Kind::kExec, from, event);

@@ -48,6 +48,9 @@ enum class Event {
   kResume,
   kExit,  // the exit monitor saw the process exit
   kDelete,
+  // `runc checkpoint` (init only, running or paused; the state stays: an
+  // exit after a checkpoint that stops the container comes as kExit).
+  kCheckpoint,
 };
 
 enum class Kind { kInit, kExec };

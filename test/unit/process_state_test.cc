@@ -21,7 +21,8 @@ constexpr Status kStatuses[] = {Status::kCreating, Status::kCreated, Status::kSt
                                 Status::kDeleted};
 constexpr Event kEvents[] = {Event::kCreated, Event::kStart,  Event::kStarted,
                              Event::kStartFailed, Event::kKill, Event::kPause,
-                             Event::kResume,  Event::kExit,   Event::kDelete};
+                             Event::kResume,  Event::kExit,   Event::kDelete,
+                             Event::kCheckpoint};
 
 // What is legal; everything else is an error. NotFound where containerd
 // reads it as "already gone".
@@ -39,9 +40,11 @@ const Table kInitLegal = {
     {{Status::kStarting, Event::kExit}, Status::kStarting},
     {{Status::kRunning, Event::kKill}, Status::kRunning},
     {{Status::kRunning, Event::kPause}, Status::kPaused},
+    {{Status::kRunning, Event::kCheckpoint}, Status::kRunning},
     {{Status::kRunning, Event::kExit}, Status::kStopped},
     {{Status::kPaused, Event::kKill}, Status::kPaused},
     {{Status::kPaused, Event::kResume}, Status::kRunning},
+    {{Status::kPaused, Event::kCheckpoint}, Status::kPaused},
     {{Status::kPaused, Event::kExit}, Status::kStopped},
     {{Status::kStopped, Event::kDelete}, Status::kDeleted},
     {{Status::kStopped, Event::kExit}, Status::kStopped},

@@ -16,6 +16,7 @@
 #include "events_task.pb.h"
 #include "fmt/format.h"
 #include "google/protobuf/empty.pb.h"
+#include "runc_options.pb.h"
 #include "shim.pb.h"
 #include "shim/event_publisher.h"
 #include "shim/process/environment.h"
@@ -32,6 +33,10 @@ namespace {
 
 namespace task = containerd::task::v2;
 using shim::process::Spawned;
+
+constexpr char kPrivatePidSpec[] = R"({"linux":{"namespaces":[{"type":"mount"},{"type":"pid"}]}})";
+constexpr char kHostPidSpec[] =
+    R"({"linux":{"namespaces":[{"type":"mount"},{"type":"pid","path":"/proc/1/ns/pid"}]}})";
 
 // A gate a fake runtime call waits at until the test opens it.
 class Gate {
@@ -57,7 +62,8 @@ class FakeRuntime final : public shim::process::Runtime {
   std::mutex mu;
   std::vector<std::string> calls;
   absl::Status create_error, start_error, exec_error;
-  std::shared_ptr<Gate> create_gate, start_gate, exec_gate;  // null: no wait
+  std::shared_ptr<Gate> create_gate, start_gate, exec_gate, kill_gate;  // null: no wait
+  absl::Status checkpoint_error, restore_error;
   pid_t next_pid = 1000;
   pid_t runtime_pid = 500;
   bool waits_in_init = true;
@@ -91,8 +97,30 @@ class FakeRuntime final : public shim::process::Runtime {
     return s;
   }
   absl::Status Kill(const embedshim::ContainerRecord& c, int sig, bool all) override {
-    Note(fmt::format("kill {} {} {}", c.id(), sig, all), nullptr, {});
+    auto [gate, err] = Note(fmt::format("kill {} {} {}", c.id(), sig, all), kill_gate, {});
+    if (gate) gate->Wait();
     return absl::OkStatus();
+  }
+  absl::Status Checkpoint(const embedshim::ContainerRecord& c,
+                          const shim::process::CheckpointSpec& spec) override {
+    auto [gate, err] = Note(fmt::format("checkpoint {} {} exit={} work={} tcp={} cgroups={}",
+                                        c.id(), spec.image_path, spec.exit, spec.work_path,
+                                        spec.open_tcp, spec.cgroups_mode),
+                            nullptr, checkpoint_error);
+    return err;
+  }
+  absl::StatusOr<Spawned> Restore(const embedshim::ContainerRecord& c,
+                                  const std::function<absl::Status(pid_t)>& on_spawned) override {
+    auto [gate, err] = Note(fmt::format("restore {} {} parent={}", c.id(), c.restore_checkpoint(),
+                                        c.restore_parent_checkpoint()),
+                            nullptr, restore_error);
+    if (absl::Status st = on_spawned(runtime_pid); !st.ok()) return st;
+    if (!err.ok()) return err;
+    Spawned s;
+    std::lock_guard lock(mu);
+    s.pid = next_pid++;
+    s.start_boottime = 43;
+    return s;
   }
   absl::Status Delete(const embedshim::ContainerRecord& c, bool force) override {
     Note(fmt::format("delete {} {}", c.id(), force), nullptr, {});
@@ -295,11 +323,16 @@ class Harness {
     FAIL("condition never became true");
   }
 
-  // A bundle with a config.json, and Create of container `id` in it.
-  task::CreateTaskRequest CreateRequest(const std::string& id, bool terminal = false) {
+  // A bundle with a config.json, and Create of container `id` in it. By
+  // default the spec has a pid namespace of its own (as usual), so the init's
+  // exit kills nothing else first.
+  task::CreateTaskRequest CreateRequest(const std::string& id, bool terminal = false,
+                                        bool host_pid = false) {
     std::string bundle = dir_ + "/" + id;
     REQUIRE(test_support::MakeDirs(bundle).ok());
-    REQUIRE(test_support::WriteFile(bundle + "/config.json", "{}").ok());
+    REQUIRE(test_support::WriteFile(bundle + "/config.json",
+                                    host_pid ? kHostPidSpec : kPrivatePidSpec)
+                .ok());
     task::CreateTaskRequest req;
     req.set_id(id);
     req.set_bundle(bundle);
@@ -599,4 +632,130 @@ TEST_CASE("task service: replayed Create and Kill get the first answer", "[unit]
   CHECK(h.Call<google::protobuf::Empty>("Kill", kill, /*replayed=*/true).ok());
   CHECK(absl::IsNotFound(h.Call<google::protobuf::Empty>("Kill", kill).status()));
   CHECK(h.runtime.Calls() == std::vector<std::string>{"create c1", "start c1"});
+}
+
+TEST_CASE("task service: an init sharing the host's pid namespace takes its cgroup with it",
+          "[unit][task][kill-all]") {
+  Harness h;
+  auto created = h.Call<task::CreateTaskResponse>(
+      "Create", h.CreateRequest("c1", /*terminal=*/false, /*host_pid=*/true));
+  REQUIRE(created.ok());
+  task::StartRequest start;
+  start.set_id("c1");
+  auto started = h.Call<task::StartResponse>("Start", start);
+  REQUIRE(started.ok());
+  const pid_t pid = static_cast<pid_t>(started->pid());
+  task::WaitRequest wait;
+  wait.set_id("c1");
+  uint32_t waiting = h.Send("Wait", wait);
+  h.runtime.kill_gate = std::make_shared<Gate>();
+  h.Exit(pid, 0);
+  // `runc kill --all` runs first; until it returns, nothing is published.
+  h.Until([&] { return h.runtime.Calls().back() == "kill c1 9 true"; });
+  CHECK(h.Events() == std::vector<std::string>{"/tasks/create", "/tasks/start"});
+  CHECK_FALSE(h.Answered(waiting));
+  CHECK(h.State("c1").status() == containerd::v1::types::RUNNING);
+  h.runtime.kill_gate->Open();
+  REQUIRE(h.Await(waiting).ok());
+  CHECK(h.Events() ==
+        std::vector<std::string>{"/tasks/create", "/tasks/start", "/tasks/exit c1"});
+  CHECK(h.State("c1").status() == containerd::v1::types::STOPPED);
+  // A second report of the same exit (a replay) kills nothing again.
+  h.Exit(pid, 0);
+  CHECK(h.runtime.Calls() ==
+        std::vector<std::string>{"create c1", "start c1", "kill c1 9 true"});
+}
+
+TEST_CASE("task service: an init with a pid namespace of its own kills nothing on exit",
+          "[unit][task][kill-all]") {
+  Harness h;
+  pid_t pid = h.CreateAndStart("c1");
+  h.Exit(pid, 0);
+  CHECK(h.State("c1").status() == containerd::v1::types::STOPPED);
+  CHECK(h.runtime.Calls() == std::vector<std::string>{"create c1", "start c1"});
+}
+
+TEST_CASE("task service: checkpoint of a running or paused init only, options decoded",
+          "[unit][task][checkpoint]") {
+  Harness h;
+  REQUIRE(h.Call<task::CreateTaskResponse>("Create", h.CreateRequest("c1")).ok());
+  task::CheckpointTaskRequest req;
+  req.set_id("c1");
+  req.set_path("/ckpt/by-containerd");
+  auto created_state = h.Call<google::protobuf::Empty>("Checkpoint", req);
+  CHECK(absl::IsFailedPrecondition(created_state.status()));
+  task::StartRequest start;
+  start.set_id("c1");
+  auto started = h.Call<task::StartResponse>("Start", start);
+  REQUIRE(started.ok());
+
+  // No options: runc-v2's defaults (leave it running), into the request's path.
+  REQUIRE(h.Call<google::protobuf::Empty>("Checkpoint", req).ok());
+  // containerd.runc.v1.CheckpointOptions: its image path wins.
+  containerd::runc::v1::CheckpointOptions o;
+  o.set_exit(true);
+  o.set_open_tcp(true);
+  o.set_image_path("/ckpt/mine");
+  o.set_work_path("/ckpt/work");
+  o.set_cgroups_mode("soft");
+  req.mutable_options()->set_type_url("containerd.runc.v1.CheckpointOptions");
+  req.mutable_options()->set_value(o.SerializeAsString());
+  REQUIRE(h.Call<google::protobuf::Empty>("Checkpoint", req).ok());
+  // CRIU's failure is the answer; the container goes on.
+  h.runtime.checkpoint_error = absl::FailedPreconditionError("criu failed: criu: vdso: nope");
+  auto failed = h.Call<google::protobuf::Empty>("Checkpoint", req);
+  CHECK(failed.status() == h.runtime.checkpoint_error);
+  CHECK(h.State("c1").status() == containerd::v1::types::RUNNING);
+  // Options of another type are refused before anything runs.
+  req.mutable_options()->set_type_url("containerd.runc.v1.Options");
+  CHECK(absl::IsInvalidArgument(h.Call<google::protobuf::Empty>("Checkpoint", req).status()));
+
+  auto calls = h.runtime.Calls();
+  REQUIRE(calls.size() == 5);
+  CHECK(calls[2] == "checkpoint c1 /ckpt/by-containerd exit=false work= tcp=false cgroups=");
+  CHECK(calls[3] == "checkpoint c1 /ckpt/mine exit=true work=/ckpt/work tcp=true cgroups=soft");
+  // Of an exec: there is no such thing.
+  REQUIRE(h.Call<google::protobuf::Empty>("Exec", ExecRequest("c1", "e1")).ok());
+  h.Exit(static_cast<pid_t>(started->pid()), 0);
+  req.clear_options();
+  CHECK(absl::IsFailedPrecondition(h.Call<google::protobuf::Empty>("Checkpoint", req).status()));
+}
+
+TEST_CASE("task service: a Create with a checkpoint restores at Start, tracked from birth",
+          "[unit][task][checkpoint]") {
+  Harness h;
+  task::CreateTaskRequest create = h.CreateRequest("c1");
+  create.set_checkpoint("/ckpt/images");
+  create.set_parent_checkpoint("/ckpt/parent");
+  auto created = h.Call<task::CreateTaskResponse>("Create", create);
+  REQUIRE(created.ok());
+  CHECK(created->pid() == 0);  // as runc-v2: nothing runs until Start
+  CHECK(h.State("c1").status() == containerd::v1::types::CREATED);
+  CHECK(h.runtime.Calls().empty());
+
+  // A failed restore leaves it created.
+  h.runtime.restore_error = absl::FailedPreconditionError("runc restore: criu failed");
+  task::StartRequest start;
+  start.set_id("c1");
+  CHECK(h.Call<task::StartResponse>("Start", start).status() == h.runtime.restore_error);
+  CHECK(h.State("c1").status() == containerd::v1::types::CREATED);
+
+  h.runtime.restore_error = absl::OkStatus();
+  auto started = h.Call<task::StartResponse>("Start", start);
+  REQUIRE(started.ok());
+  const pid_t pid = static_cast<pid_t>(started->pid());
+  CHECK(pid > 0);
+  auto st = h.State("c1");
+  CHECK(st.status() == containerd::v1::types::RUNNING);
+  CHECK(static_cast<pid_t>(st.pid()) == pid);
+  CHECK(h.runtime.Calls() == std::vector<std::string>{"restore c1 /ckpt/images parent=/ckpt/parent",
+                                                      "restore c1 /ckpt/images parent=/ckpt/parent"});
+  auto exits = h.exits.Calls();
+  CHECK(std::count(exits.begin(), exits.end(), "spawner 500") == 2);
+  // A second Start is refused, as for any started init.
+  CHECK(absl::IsFailedPrecondition(h.Call<task::StartResponse>("Start", start).status()));
+  h.Exit(pid, 7);
+  CHECK(h.State("c1").exit_status() == 7);
+  CHECK(h.Events() ==
+        std::vector<std::string>{"/tasks/create", "/tasks/start", "/tasks/exit c1"});
 }
