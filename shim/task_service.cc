@@ -79,7 +79,7 @@ void TaskService::RegisterOn(ttrpc::Server& server) {
       {"Shutdown", &TaskService::Shutdown}, {"CloseIO", &TaskService::CloseIO},
       {"Pause", &TaskService::Pause},       {"Resume", &TaskService::Resume},
       {"Stats", &TaskService::Stats},       {"Exec", &TaskService::Exec},
-      {"ResizePty", &TaskService::ResizePty},
+      {"ResizePty", &TaskService::ResizePty}, {"Update", &TaskService::Update},
   };
   // containerd 2.x may speak v3; its messages are v2's under another name.
   for (const char* service : {"containerd.task.v2.Task", "containerd.task.v3.Task"}) {
@@ -101,7 +101,7 @@ void TaskService::RegisterOn(ttrpc::Server& server) {
         (this->*method)(std::move(call));
       });
     }
-    for (const char* name : {"Checkpoint", "Update"}) {
+    for (const char* name : {"Checkpoint"}) {
       server.Register(service, name, [name](ttrpc::RequestContext, std::string,
                                             ttrpc::Responder r) {
         r.Reply(absl::UnimplementedError(
@@ -274,6 +274,23 @@ void TaskService::Freeze(Call call, const std::string& id, Event event) {
   Serially(std::move(call), id, [event](Call call, Container& c, Turn turn) {
     c.init().Freeze(event, call.replayed,
                     [call, turn = Share(std::move(turn))](absl::Status st) { call.Answer(st); });
+  });
+}
+
+void TaskService::Update(Call call) {
+  auto req = call.Parse<task::UpdateTaskRequest>();
+  if (!req.ok()) return call.Fail(req.status());
+  // Like runc-v2: the Any's value is specs.LinuxResources as JSON, whatever
+  // its type_url says, and the annotations are not used.
+  if (req->resources().value().empty())
+    return call.Fail(absl::InvalidArgumentError(
+        fmt::format("update of container {} carries no resources", req->id())));
+  const std::string id = req->id();  // before req is moved into the op
+  Serially(std::move(call), id, [resources = std::move(*req->mutable_resources()->mutable_value())](
+                                    Call call, Container& c, Turn turn) mutable {
+    c.init().Update(std::move(resources), [call, turn = Share(std::move(turn))](absl::Status st) {
+      call.Answer(st);
+    });
   });
 }
 

@@ -78,6 +78,7 @@ class TaskService {
   void Stats(Call call);
   void Exec(Call call);
   void ResizePty(Call call);
+  void Update(Call call);
 
   // The container a request names, or the error to answer with.
   absl::StatusOr<process::Container*> Find(const std::string& ns, const std::string& id);

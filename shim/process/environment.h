@@ -67,6 +67,9 @@ class Runtime {
   virtual absl::Status Pause(const embedshim::ContainerRecord& c) = 0;
   virtual absl::Status Resume(const embedshim::ContainerRecord& c) = 0;
   virtual absl::StatusOr<std::vector<pid_t>> Ps(const embedshim::ContainerRecord& c) = 0;
+  // `runc update --resources -` with the OCI LinuxResources JSON containerd sent.
+  virtual absl::Status Update(const embedshim::ContainerRecord& c,
+                              const std::string& resources_json) = 0;
   // Whether pid still waits in the runtime's init for `start` (reads /proc;
   // cheap enough for the loop). A dead pid counts as waiting: its exit
   // says the rest.

@@ -192,6 +192,21 @@ void InitProcess::Freeze(Event event, bool replayed, ThenStatus then) {
       });
 }
 
+void InitProcess::Update(std::string resources_json, ThenStatus then) {
+  if (absl::Status st = Check(Event::kUpdate); !st.ok()) return then(st);
+  Environment& env = container_.env();
+  env.pool.Run<absl::Status>(
+      [&runtime = env.runtime, record = container_.Record(),
+       resources = std::move(resources_json)] { return runtime.Update(record, resources); },
+      [this, then = std::move(then)](absl::Status st) {
+        // runc puts the old resources back when the kernel refuses new ones:
+        // a failed update leaves the container as it was.
+        if (!st.ok()) LogFor(LogLevel::kWarn, container_.ns(), container_.id(), "update: {}", st);
+        else LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "updated");
+        then(st);
+      });
+}
+
 void InitProcess::OnExecExited() {
   if (!exit_after_execs_ || container_.AnyExecAlive()) return;
   bpf::ExitRecord exit = *exit_after_execs_;

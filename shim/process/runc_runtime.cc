@@ -181,6 +181,11 @@ absl::StatusOr<std::vector<pid_t>> RuncRuntime::Ps(const embedshim::ContainerRec
   return RuncFor(r).Ps(r.id());
 }
 
+absl::Status RuncRuntime::Update(const embedshim::ContainerRecord& r,
+                                 const std::string& resources_json) {
+  return RuncFor(r).Update(r.id(), resources_json);
+}
+
 bool RuncRuntime::WaitsInInit(pid_t pid) {
   auto comm = base::ReadFile(fmt::format("/proc/{}/comm", pid));
   std::string name = comm.ok() ? *comm : "";

@@ -15,6 +15,9 @@
 //                        ├──── Exit ──▶ stopped           paused ─Exit─▶ deleted
 //                        └──── Delete ─────────────────────────────────▶ deleted
 //
+// Update (init only) leaves created, running and paused as they are; a
+// stopped container cannot be updated (runc-v2's init_state.go).
+//
 // Exec (runc-v2's exec_state.go): creating is skipped (Exec only records
 // it), and it has no pause of its own: it shows paused when its container is.
 //
@@ -48,6 +51,7 @@ enum class Event {
   kResume,
   kExit,  // the exit monitor saw the process exit
   kDelete,
+  kUpdate,  // `runc update` of the container's resources; the state stays
 };
 
 enum class Kind { kInit, kExec };

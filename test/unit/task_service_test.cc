@@ -4,11 +4,15 @@
 // a test can mark them replayed as the keeper does after a server restart.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <csignal>
 #include <condition_variable>
 #include <deque>
 #include <future>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -110,6 +114,10 @@ class FakeRuntime final : public shim::process::Runtime {
     return std::vector<pid_t>{};
   }
   bool WaitsInInit(pid_t) override { return waits_in_init; }
+  absl::Status Update(const embedshim::ContainerRecord& c, const std::string& resources) override {
+    return Note("update " + c.id() + " " + resources, nullptr, update_error).second;
+  }
+  absl::Status update_error;
 
   std::vector<std::string> Calls() {
     std::lock_guard lock(mu);
@@ -161,10 +169,12 @@ class FakeEvents final : public shim::process::EventSink {
     const bool names_process = topic == "/tasks/exit" || topic.rfind("/tasks/exec-", 0) == 0;
     published.push_back(names_process ? topic + " " + probe.id() : topic);
   }
-  bool Spooled(const std::string&, const std::string&, const std::string&,
+  bool Spooled(const std::string& topic, const std::string&, const std::string&,
                const std::string&) const override {
-    return false;  // containerd took every event at once
+    // Else containerd took every event at once.
+    return std::find(spooled.begin(), spooled.end(), topic) != spooled.end();
   }
+  std::vector<std::string> spooled;  // topics that wait in the spool
 };
 
 class FakeKeeper final : public shim::process::FdKeeper {
@@ -190,28 +200,17 @@ class Harness {
         pool_(thread_.loop(), 2),
         store_(dir_ + "/state"),
         env_{thread_.loop(), pool_, runtime, exits, events, keeper, store_} {
-    thread_.Sync([&] {
-      service_ = std::make_unique<shim::TaskService>(
-          env_, [] { return std::vector<bpf::ExitRecord>{}; });
-      server_ = std::make_unique<ttrpc::Server>(thread_.loop(), ttrpc::ServerOptions{});
-      service_->RegisterOn(*server_);
-      ttrpc::Server::Relay relay;
-      relay.send = [this](std::string frame) {
-        std::lock_guard lock(mu_);
-        replies_.push_back(std::move(frame));
-        cv_.notify_all();
-      };
-      relay.close = [] {};
-      REQUIRE(server_->AddRelayedConnection(1, "ns", ucred{0, 0, 0}, relay).ok());
-    });
+    thread_.Sync([&] { Serve(); });
   }
-  ~Harness() {
+  // A new server: the service recovers from the records, and is told the
+  // exits that came while none ran.
+  void Restart(std::vector<bpf::ExitRecord> exits_meanwhile = {}) {
     thread_.Sync([&] {
       server_.reset();
       service_.reset();
+      Serve(std::move(exits_meanwhile), /*recover=*/true);
     });
   }
-
   // Sends a request; Await(stream) gets its answer.
   uint32_t Send(const std::string& method, const google::protobuf::Message& req,
                 bool replayed = false) {
@@ -330,6 +329,21 @@ class Harness {
   FakeKeeper keeper;
 
  private:
+  void Serve(std::vector<bpf::ExitRecord> replay = {}, bool recover = false) {
+    service_ = std::make_unique<shim::TaskService>(env_, [replay] { return replay; });
+    if (recover) service_->Recover();
+    server_ = std::make_unique<ttrpc::Server>(thread_.loop(), ttrpc::ServerOptions{});
+    service_->RegisterOn(*server_);
+    ttrpc::Server::Relay relay;
+    relay.send = [this](std::string frame) {
+      std::lock_guard lock(mu_);
+      replies_.push_back(std::move(frame));
+      cv_.notify_all();
+    };
+    relay.close = [] {};
+    REQUIRE(server_->AddRelayedConnection(1, "ns", ucred{0, 0, 0}, relay).ok());
+  }
+
   test::LoopThread thread_;
   test_support::ScopedTempDir tmp_;
   std::string dir_;
@@ -599,4 +613,60 @@ TEST_CASE("task service: replayed Create and Kill get the first answer", "[unit]
   CHECK(h.Call<google::protobuf::Empty>("Kill", kill, /*replayed=*/true).ok());
   CHECK(absl::IsNotFound(h.Call<google::protobuf::Empty>("Kill", kill).status()));
   CHECK(h.runtime.Calls() == std::vector<std::string>{"create c1", "start c1"});
+}
+
+task::UpdateTaskRequest UpdateRequest(const std::string& id, const std::string& resources) {
+  task::UpdateTaskRequest req;
+  req.set_id(id);
+  req.mutable_resources()->set_type_url("types.containerd.io/opencontainers/runtime-spec/1/LinuxResources");
+  req.mutable_resources()->set_value(resources);
+  (*req.mutable_annotations())["ignored"] = "as by runc-v2";
+  return req;
+}
+
+TEST_CASE("task service: Update runs runc update with containerd's resources, while the task "
+          "lives",
+          "[unit][task][update]") {
+  Harness h;
+  const std::string limit = R"({"memory":{"limit":67108864}})";
+  REQUIRE(h.Call<task::CreateTaskResponse>("Create", h.CreateRequest("c1")).ok());
+  // Created, running and paused take an update.
+  REQUIRE(h.Call<google::protobuf::Empty>("Update", UpdateRequest("c1", limit)).ok());
+  task::StartRequest start = StartRequest("c1");
+  auto started = h.Call<task::StartResponse>("Start", start);
+  REQUIRE(started.ok());
+  REQUIRE(h.Call<google::protobuf::Empty>("Update", UpdateRequest("c1", limit)).ok());
+  // A replayed one runs again: runc sets the same values.
+  REQUIRE(h.Call<google::protobuf::Empty>("Update", UpdateRequest("c1", limit), true).ok());
+  task::PauseRequest pause;
+  pause.set_id("c1");
+  REQUIRE(h.Call<google::protobuf::Empty>("Pause", pause).ok());
+  REQUIRE(h.Call<google::protobuf::Empty>("Update", UpdateRequest("c1", limit)).ok());
+
+  // runc's refusal, in its words; the task goes on.
+  h.runtime.update_error = absl::UnknownError("runc update: invalid memory value");
+  auto refused = h.Call<google::protobuf::Empty>("Update", UpdateRequest("c1", R"({"bad":1})"));
+  CHECK(refused.status().message() == "runc update: invalid memory value");
+  CHECK(h.State("c1").status() == containerd::v1::types::PAUSED);
+  h.runtime.update_error = absl::OkStatus();
+
+  // No resources, no such container: clear errors, no runc.
+  CHECK(absl::IsInvalidArgument(
+      h.Call<google::protobuf::Empty>("Update", UpdateRequest("c1", "")).status()));
+  CHECK(absl::IsNotFound(
+      h.Call<google::protobuf::Empty>("Update", UpdateRequest("nosuch", limit)).status()));
+
+  // A stopped container: runc-v2's error, and runc is not asked.
+  h.Exit(static_cast<pid_t>(started->pid()), 0);
+  auto stopped = h.Call<google::protobuf::Empty>("Update", UpdateRequest("c1", limit));
+  CHECK(absl::IsFailedPrecondition(stopped.status()));
+  CHECK(stopped.status().message() == "cannot update a stopped container");
+
+  const std::string update = "update c1 " + limit;
+  CHECK(h.runtime.Calls() ==
+        std::vector<std::string>{"create c1", update, "start c1", update, update, "pause c1",
+                                 update, R"(update c1 {"bad":1})"});
+  // Update publishes nothing (as runc-v2).
+  CHECK(h.Events() == std::vector<std::string>{"/tasks/create", "/tasks/start", "/tasks/paused",
+                                               "/tasks/exit c1"});
 }
