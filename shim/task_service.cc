@@ -294,6 +294,11 @@ void TaskService::Update(Call call) {
   });
 }
 
+void TaskService::OnOomKills(const std::string& ns, const std::string& id, uint64_t oom_kills) {
+  if (auto it = containers_.find(Key{ns, id}); it != containers_.end())
+    it->second->OnOomKills(oom_kills);
+}
+
 void TaskService::Wait(Call call) {
   auto req = call.Parse<task::WaitRequest>();
   if (!req.ok()) return call.Fail(req.status());
@@ -336,6 +341,7 @@ void TaskService::Remove(Container& c) {
   if (absl::Status st = env_.store.Save(record); !st.ok())
     LogFor(LogLevel::kError, c.ns(), c.id(), "persisting state: {}", st);
   AddTombstone(record);
+  env_.oom.Unwatch(c.ns(), c.id());
   containers_.erase(key);
   MaybeIdle();
 }
@@ -544,6 +550,9 @@ void TaskService::Recover() {
     if (init.status() == Status::kCreated && !env_.runtime.WaitsInInit(init.pid()))
       c->init().MarkStarted();
     c->Recover();
+    // Its cgroup lives until the Delete; an exit replayed below is then
+    // preceded by the OOM kills counted meanwhile.
+    if (c->init().status() != Status::kStopped) c->WatchOom(/*recovered=*/true);
     containers_[key] = std::move(c);
   }
   for (const auto& e : errors) LogError("recover: {}", e);

@@ -77,6 +77,7 @@ void InitProcess::Create(bool replayed, const task::CreateTaskRequest& req, Then
         container_.router().Add(s.pid, this);
         KeepStdio(s);
         Apply(Event::kCreated);
+        container_.WatchOom(/*recovered=*/false);
         container_.Persist();
 
         events::TaskCreate ev;
@@ -241,6 +242,9 @@ void InitProcess::ApplyExit(const bpf::ExitRecord& exit) {
   // any two steps is followed by one that replays the exit, finds the event
   // already spooled, and does not send it twice.
   Environment& env = container_.env();
+  // An OOM kill of the init is counted before it exits: TaskOOM goes first,
+  // as with runc-v2.
+  container_.CheckOom();
   if (!env.events.Spooled("/tasks/exit", container_.ns(), container_.id(), container_.id()))
     env.events.Publish(container_.ns(), "/tasks/exit", ExitEventOf<events::TaskExit>(End()));
   container_.Persist();

@@ -177,6 +177,27 @@ class FakeEvents final : public shim::process::EventSink {
   std::vector<std::string> spooled;  // topics that wait in the spool
 };
 
+// The cgroups' OOM-kill counters, as the test sets them. Loop thread only.
+class FakeOom final : public shim::process::OomWatch {
+ public:
+  std::map<std::string, uint64_t> counts;  // by container id; none: no cgroup
+  std::vector<std::string> calls;
+  absl::Status Watch(const embedshim::ContainerRecord& c) override {
+    calls.push_back("watch " + c.id());
+    if (!counts.contains(c.id())) return absl::NotFoundError("no cgroup");
+    watched.insert(c.id());
+    return absl::OkStatus();
+  }
+  void Unwatch(const std::string&, const std::string& id) override {
+    if (watched.erase(id)) calls.push_back("unwatch " + id);
+  }
+  std::optional<uint64_t> OomKills(const std::string&, const std::string& id) override {
+    if (!watched.contains(id)) return std::nullopt;
+    return counts.at(id);
+  }
+  std::set<std::string> watched;
+};
+
 class FakeKeeper final : public shim::process::FdKeeper {
  public:
   std::vector<std::string> calls;
@@ -199,7 +220,7 @@ class Harness {
         dir_(tmp_.path()),
         pool_(thread_.loop(), 2),
         store_(dir_ + "/state"),
-        env_{thread_.loop(), pool_, runtime, exits, events, keeper, store_} {
+        env_{thread_.loop(), pool_, runtime, exits, events, keeper, store_, oom} {
     thread_.Sync([&] { Serve(); });
   }
   // A new server: the service recovers from the records, and is told the
@@ -211,6 +232,25 @@ class Harness {
       Serve(std::move(exits_meanwhile), /*recover=*/true);
     });
   }
+  void OomKills(const std::string& id, uint64_t count) {
+    thread_.Sync([&] {
+      oom.counts[id] = count;
+      service_->OnOomKills("ns", id, count);
+    });
+  }
+  void SetOomCount(const std::string& id, uint64_t count) {
+    thread_.Sync([&] { oom.counts[id] = count; });
+  }
+  std::vector<std::string> OomCalls() {
+    return thread_.Sync([&] { return oom.calls; });
+  }
+  ~Harness() {
+    thread_.Sync([&] {
+      server_.reset();
+      service_.reset();
+    });
+  }
+
   // Sends a request; Await(stream) gets its answer.
   uint32_t Send(const std::string& method, const google::protobuf::Message& req,
                 bool replayed = false) {
@@ -327,6 +367,7 @@ class Harness {
   FakeExits exits;
   FakeEvents events;
   FakeKeeper keeper;
+  FakeOom oom;
 
  private:
   void Serve(std::vector<bpf::ExitRecord> replay = {}, bool recover = false) {
@@ -669,4 +710,66 @@ TEST_CASE("task service: Update runs runc update with containerd's resources, wh
   // Update publishes nothing (as runc-v2).
   CHECK(h.Events() == std::vector<std::string>{"/tasks/create", "/tasks/start", "/tasks/paused",
                                                "/tasks/exit c1"});
+}
+
+TEST_CASE("task service: one TaskOOM per OOM kill, before the init's TaskExit",
+          "[unit][task][oom]") {
+  Harness h;
+  // Kills the cgroup counted before this container are not its news.
+  h.SetOomCount("c1", 2);
+  pid_t pid = h.CreateAndStart("c1");
+  h.OomKills("c1", 2);  // a notification without a new kill
+  CHECK(h.Events() == std::vector<std::string>{"/tasks/create", "/tasks/start"});
+  h.OomKills("c1", 3);
+  h.OomKills("c1", 3);  // the same count again (v1 reads it more than once)
+  CHECK(h.Events() == std::vector<std::string>{"/tasks/create", "/tasks/start", "/tasks/oom"});
+  // The init is the victim of two more: the kernel counted them before its
+  // exit, which reads the count before it reports.
+  h.SetOomCount("c1", 5);
+  h.Exit(pid, 137);
+  CHECK(h.Events() == std::vector<std::string>{"/tasks/create", "/tasks/start", "/tasks/oom",
+                                               "/tasks/oom", "/tasks/oom", "/tasks/exit c1"});
+  task::DeleteRequest del;
+  del.set_id("c1");
+  REQUIRE(h.Call<task::DeleteResponse>("Delete", del).ok());
+  CHECK(h.OomCalls() == std::vector<std::string>{"watch c1", "unwatch c1"});
+  // A container without a memory cgroup runs without OOM events.
+  h.CreateAndStart("c2");
+  CHECK(h.OomCalls().back() == "watch c2");
+}
+
+TEST_CASE("task service: a restarted server publishes the OOM kills it missed, once",
+          "[unit][task][oom][replay]") {
+  Harness h;
+  h.SetOomCount("c1", 0);
+  pid_t pid = h.CreateAndStart("c1");
+  h.OomKills("c1", 1);
+  // Killed with one published; one more came while no server ran.
+  h.SetOomCount("c1", 2);
+  h.Restart();
+  CHECK(h.Events() == std::vector<std::string>{"/tasks/create", "/tasks/start", "/tasks/oom",
+                                               "/tasks/oom"});
+  h.Restart();  // nothing new
+  CHECK(h.Events().size() == 4);
+  // A server that spooled TaskOOM and died before it persisted the count:
+  // the next one does not publish it again.
+  h.SetOomCount("c1", 3);
+  h.events.spooled = {"/tasks/oom"};
+  h.Restart();
+  CHECK(h.Events().size() == 4);
+  h.events.spooled.clear();
+  h.Restart();
+  CHECK(h.Events().size() == 4);
+  // The init died of an OOM while no server ran: TaskOOM, then TaskExit.
+  h.SetOomCount("c1", 4);
+  bpf::ExitRecord exit;
+  exit.pid = pid;
+  exit.wait_status = SIGKILL;
+  exit.exited_at_ns = 1'700'000'000'000'000'000;
+  h.Restart({exit});
+  auto events = h.Events();
+  REQUIRE(events.size() == 6);
+  CHECK(events[4] == "/tasks/oom");
+  CHECK(events[5] == "/tasks/exit c1");
+  CHECK(h.State("c1").exit_status() == 137);
 }
