@@ -81,6 +81,8 @@ struct OomWatcher::Entry {
   bool v1 = false;
   base::UniqueFd eventfd;  // v1: registered for memory.oom_control
   int wd = -1;             // v2: the inotify watch of memory.events
+  // v1: the reads after the last notification (a storm of them keeps three).
+  std::vector<ttrpc::EventLoop::TimerId> rechecks;
 };
 
 OomWatcher::OomWatcher(ttrpc::EventLoop& loop, std::string proc_root, std::string cgroup_root)
@@ -133,10 +135,7 @@ absl::Status OomWatcher::Watch(const embedshim::ContainerRecord& c) {
     absl::Status st = loop_.Add(w->eventfd.get(), EPOLLIN,
                                 [this, key, serial = w->serial](uint32_t) {
                                   Report(key, serial);
-                                  for (absl::Duration after : kV1Rechecks)
-                                    loop_.RunAfter(after, [this, key, serial] {
-                                      Report(key, serial);
-                                    });
+                                  ScheduleRechecks(key, serial);
                                 });
     if (!st.ok()) return st;
   } else {
@@ -182,10 +181,21 @@ absl::Status OomWatcher::ArmV2(Entry& w) {
   return absl::OkStatus();
 }
 
+void OomWatcher::ScheduleRechecks(const Key& key, uint64_t serial) {
+  auto it = watches_.find(key);
+  if (it == watches_.end() || it->second->serial != serial) return;
+  Entry& w = *it->second;
+  for (auto id : w.rechecks) loop_.CancelTimer(id);
+  w.rechecks.clear();
+  for (absl::Duration after : kV1Rechecks)
+    w.rechecks.push_back(loop_.RunAfter(after, [this, key, serial] { Report(key, serial); }));
+}
+
 void OomWatcher::Unwatch(const std::string& ns, const std::string& id) {
   auto it = watches_.find(Key{ns, id});
   if (it == watches_.end()) return;
   Entry& w = *it->second;
+  for (auto timer : w.rechecks) loop_.CancelTimer(timer);
   if (w.eventfd) loop_.Remove(w.eventfd.get());  // closing it ends the registration
   if (w.wd >= 0) {
     auto wd = by_wd_.find(w.wd);

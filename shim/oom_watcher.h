@@ -71,6 +71,9 @@ class OomWatcher final : public process::OomWatch {
   absl::StatusOr<std::pair<std::string, bool>> FindCgroup(const embedshim::ContainerRecord& c);
   absl::Status ArmV1(Entry& w);
   absl::Status ArmV2(Entry& w);
+  // v1: reads the count again after the notification (replacing the reads
+  // an earlier one scheduled).
+  void ScheduleRechecks(const Key& key, uint64_t serial);
   void OnInotify();
   // Reads the count of `key`'s watch, if it is still watch `serial`, and
   // reports it.
