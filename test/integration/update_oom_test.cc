@@ -31,6 +31,22 @@ constexpr char kRuncV2[] = "io.containerd.runc.v2";
 constexpr char kPython[] = "/usr/bin/python3";  // Debian's, where python3-grpcio is
 constexpr uint64_t kUnlimited = 9223372036854771712ULL;  // v1's "no limit"
 
+// runc removes a container's cgroup, not the /<ns> one above it (ctr's
+// cgroupsPath is /<ns>/<id>), nor its per-namespace root. Declared before
+// the fixture, so it runs after the fixture's teardown, on failure too.
+struct NamespaceCleanup {
+  std::vector<std::string> namespaces;
+  ~NamespaceCleanup() {
+    for (const std::string& ns : namespaces) {
+      for (const auto& h : std::filesystem::directory_iterator("/sys/fs/cgroup")) {
+        (void)rmdir((h.path() / ns).c_str());  // unified/<ns> too: unified is one of them
+      }
+      test_support::RemoveRuncNamespaceRoot(ns);
+    }
+  }
+  const std::string& Add(std::string ns) { return namespaces.emplace_back(std::move(ns)); }
+};
+
 // `ctr -n ns run -d --runtime R [flags] --rootfs ROOTFS ID CMD...`; the task's pid.
 pid_t RunWith(PrivateContainerd& cd, const std::string& runtime, const std::string& ns,
               const std::string& rootfs, const std::string& id, std::vector<std::string> cmd,
@@ -99,9 +115,9 @@ long Count(const std::vector<std::string>& v, std::string_view what) {
 
 // Update against `runtime`: the limit changes; runc's refusal and a stopped
 // task give clear errors and leave the task as it was.
-void CheckUpdate(Survival& s, const std::string& runtime) {
+void CheckUpdate(Survival& s, NamespaceCleanup& cleanup, const std::string& runtime) {
   PrivateContainerd& cd = s.cd();
-  const std::string ns = UniqueName("upd");
+  const std::string ns = cleanup.Add(UniqueName("upd"));
   const std::string id = UniqueName("upd");
   const std::string rootfs = s.Rootfs("rootfs-" + id);
   pid_t pid = RunWith(cd, runtime, ns, rootfs, id, {"sleep", "600"});
@@ -137,14 +153,13 @@ void CheckUpdate(Survival& s, const std::string& runtime) {
   CHECK(stopped.exit_code != 0);
   CHECK(Contains(stopped.err, "cannot update a stopped container"));
   RemoveTask(cd, ns, id);
-  test_support::RemoveRuncNamespaceRoot(ns);
 }
 
 // A 32 MiB container whose init outgrows it: TaskOOM(s) and TaskExit 137.
-std::vector<std::string> RunIntoOom(Survival& s, const std::string& runtime,
-                                    const std::string& id) {
+std::vector<std::string> RunIntoOom(Survival& s, NamespaceCleanup& cleanup,
+                                    const std::string& runtime, const std::string& id) {
   PrivateContainerd& cd = s.cd();
-  const std::string ns = UniqueName("oom");
+  const std::string ns = cleanup.Add(UniqueName("oom"));
   const std::string rootfs = s.Rootfs("rootfs-" + id);
   EventLog events(cd);
   CtrOk(cd, {"-n", ns, "run", "-d", "--runtime", runtime, "--memory-limit", "33554432", "--env",
@@ -157,7 +172,6 @@ std::vector<std::string> RunIntoOom(Survival& s, const std::string& runtime,
   INFO(events.Text());
   REQUIRE(exits.size() == 1);
   CHECK(exits[0].status == 137);
-  test_support::RemoveRuncNamespaceRoot(ns);
   return TopicsOf(events, id);
 }
 
@@ -169,8 +183,9 @@ TEST_CASE("update: Tasks.Update sets the container's cgroup; bad input errs, tas
     WARN("skipped: needs python3-grpcio and python3-grpc-tools (scripts/install-deps)");
     return;
   }
+  NamespaceCleanup cleanup;
   auto s = Survival::Start();
-  CheckUpdate(*s, kRuntime);
+  CheckUpdate(*s, cleanup, kRuntime);
 }
 
 TEST_CASE("update: the same steps on runc-v2", "[runc-v2][update]") {
@@ -178,29 +193,32 @@ TEST_CASE("update: the same steps on runc-v2", "[runc-v2][update]") {
     WARN("skipped: needs python3-grpcio and python3-grpc-tools (scripts/install-deps)");
     return;
   }
+  NamespaceCleanup cleanup;
   auto s = Survival::Start();
-  CheckUpdate(*s, kRuncV2);
+  CheckUpdate(*s, cleanup, kRuncV2);
 }
 
 TEST_CASE("oom: one TaskOOM per OOM kill, before TaskExit 137; runc-v2 alongside",
           "[embed][oom]") {
+  NamespaceCleanup cleanup;
   auto s = Survival::Start();
-  std::vector<std::string> embed = RunIntoOom(*s, kRuntime, UniqueName("oom"));
+  std::vector<std::string> embed = RunIntoOom(*s, cleanup, kRuntime, UniqueName("oom"));
   INFO("embed: " << fmt::format("{}", fmt::join(embed, " ")));
   CHECK(embed == std::vector<std::string>{"/tasks/create", "/tasks/start", "/tasks/oom",
                                           "/tasks/exit", "/tasks/delete"});
   // runc-v2 on the same daemon publishes at least one, as its watcher sees
   // notifications rather than kills.
-  std::vector<std::string> runc = RunIntoOom(*s, kRuncV2, UniqueName("oomv2"));
+  std::vector<std::string> runc = RunIntoOom(*s, cleanup, kRuncV2, UniqueName("oomv2"));
   INFO("runc-v2: " << fmt::format("{}", fmt::join(runc, " ")));
   CHECK(Count(runc, "/tasks/oom") >= 1);
 }
 
 TEST_CASE("oom: an OOM kill while no server runs is published once, before TaskExit",
           "[embed][oom][survival]") {
+  NamespaceCleanup cleanup;
   auto s = Survival::Start();
   PrivateContainerd& cd = s->cd();
-  const std::string ns = UniqueName("oomkill");
+  const std::string ns = cleanup.Add(UniqueName("oomkill"));
   const std::string id = UniqueName("oomkill");
   const std::string rootfs = s->Rootfs("rootfs-" + id);
   REQUIRE(mkfifo((rootfs + "/go").c_str(), 0600) == 0);
@@ -240,5 +258,4 @@ TEST_CASE("oom: an OOM kill while no server runs is published once, before TaskE
   CHECK(TopicsOf(events, id) == std::vector<std::string>{"/tasks/create", "/tasks/start",
                                                          "/tasks/oom", "/tasks/exit",
                                                          "/tasks/delete"});
-  test_support::RemoveRuncNamespaceRoot(ns);
 }
