@@ -230,11 +230,24 @@ absl::StatusOr<CgroupMetrics> ReadCgroupMetrics(pid_t pid, const std::string& pr
   if (!V1Dir(*m, cgroup_root, "memory").empty()) return V1Metrics(*m, cgroup_root);
   if (!m->unified)
     return absl::NotFoundError(fmt::format("process {} is in no cgroup hierarchy", pid));
-  // The unified hierarchy is /sys/fs/cgroup itself, or .../unified on a
-  // hybrid host.
-  std::string root = Exists(cgroup_root + "/cgroup.controllers") ? cgroup_root
-                                                                 : cgroup_root + "/unified";
-  return V2Metrics(root + *m->unified);
+  return V2Metrics(UnifiedRoot(cgroup_root) + *m->unified);
+}
+
+std::string UnifiedRoot(const std::string& cgroup_root) {
+  // /sys/fs/cgroup itself, or .../unified on a hybrid host.
+  return Exists(cgroup_root + "/cgroup.controllers") ? cgroup_root : cgroup_root + "/unified";
+}
+
+absl::StatusOr<CgroupDir> MemoryCgroupOf(pid_t pid, const std::string& proc_root,
+                                         const std::string& cgroup_root) {
+  auto m = ReadMembership(proc_root, pid);
+  if (!m.ok()) return m.status();
+  // As ReadCgroupMetrics: the v1 memory hierarchy when the host has one.
+  if (std::string dir = V1Dir(*m, cgroup_root, "memory"); !dir.empty())
+    return CgroupDir{dir, /*v1=*/true};
+  if (!m->unified)
+    return absl::NotFoundError(fmt::format("process {} is in no memory cgroup", pid));
+  return CgroupDir{UnifiedRoot(cgroup_root) + *m->unified, /*v1=*/false};
 }
 
 }  // namespace shim

@@ -20,6 +20,7 @@
 #include "shim/instance_lock.h"
 #include "shim/keeper_link.h"
 #include "shim/log.h"
+#include "shim/oom_watcher.h"
 #include "shim/paths.h"
 #include "shim/process/runc_runtime.h"
 #include "shim/state_store.h"
@@ -138,8 +139,12 @@ int RunDaemon(const Flags& flags) {
   MonitorExits exits(**monitor);
   KeeperFds keeper_fds(keeper);
   process::RuncRuntime runtime;
-  process::Environment env{loop, pool, runtime, exits, events, keeper_fds, store};
+  OomWatcher oom(loop);  // before the service, which it reports to
+  process::Environment env{loop, pool, runtime, exits, events, keeper_fds, store, oom};
   TaskService service(env, [&] { return (*monitor)->Replay(); });
+  oom.SetOnCount([&](const std::string& ns, const std::string& id, uint64_t oom_kills) {
+    service.OnOomKills(ns, id, oom_kills);
+  });
   service.RegisterOn(*server);
   service.Recover();
 

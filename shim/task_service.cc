@@ -80,7 +80,7 @@ void TaskService::RegisterOn(ttrpc::Server& server) {
       {"Shutdown", &TaskService::Shutdown}, {"CloseIO", &TaskService::CloseIO},
       {"Pause", &TaskService::Pause},       {"Resume", &TaskService::Resume},
       {"Stats", &TaskService::Stats},       {"Exec", &TaskService::Exec},
-      {"ResizePty", &TaskService::ResizePty},
+      {"ResizePty", &TaskService::ResizePty}, {"Update", &TaskService::Update},
       {"Checkpoint", &TaskService::Checkpoint},
   };
   // containerd 2.x may speak v3; its messages are v2's under another name.
@@ -101,13 +101,6 @@ void TaskService::RegisterOn(ttrpc::Server& server) {
           return;
         }
         (this->*method)(std::move(call));
-      });
-    }
-    for (const char* name : {"Update"}) {
-      server.Register(service, name, [name](ttrpc::RequestContext, std::string,
-                                            ttrpc::Responder r) {
-        r.Reply(absl::UnimplementedError(
-            fmt::format("{} is not supported by containerd-shim-embed-v1 yet", name)));
       });
     }
   }
@@ -342,6 +335,28 @@ void TaskService::Checkpoint(Call call) {
   });
 }
 
+void TaskService::Update(Call call) {
+  auto req = call.Parse<task::UpdateTaskRequest>();
+  if (!req.ok()) return call.Fail(req.status());
+  // Like runc-v2: the Any's value is specs.LinuxResources as JSON, whatever
+  // its type_url says, and the annotations are not used.
+  if (req->resources().value().empty())
+    return call.Fail(absl::InvalidArgumentError(
+        fmt::format("update of container {} carries no resources", req->id())));
+  const std::string id = req->id();  // before req is moved into the op
+  Serially(std::move(call), id, [resources = std::move(*req->mutable_resources()->mutable_value())](
+                                    Call call, Container& c, Turn turn) mutable {
+    c.init().Update(std::move(resources), [call, turn = Share(std::move(turn))](absl::Status st) {
+      call.Answer(st);
+    });
+  });
+}
+
+void TaskService::OnOomKills(const std::string& ns, const std::string& id, uint64_t oom_kills) {
+  if (auto it = containers_.find(Key{ns, id}); it != containers_.end())
+    it->second->OnOomKills(oom_kills);
+}
+
 void TaskService::Wait(Call call) {
   auto req = call.Parse<task::WaitRequest>();
   if (!req.ok()) return call.Fail(req.status());
@@ -384,6 +399,7 @@ void TaskService::Remove(Container& c) {
   if (absl::Status st = env_.store.Save(record); !st.ok())
     LogFor(LogLevel::kError, c.ns(), c.id(), "persisting state: {}", st);
   AddTombstone(record);
+  env_.oom.Unwatch(c.ns(), c.id());
   containers_.erase(key);
   MaybeIdle();
 }
@@ -592,6 +608,9 @@ void TaskService::Recover() {
     if (init.status() == Status::kCreated && !env_.runtime.WaitsInInit(init.pid()))
       c->init().MarkStarted();
     c->Recover();
+    // Its cgroup lives until the Delete; an exit replayed below is then
+    // preceded by the OOM kills counted meanwhile.
+    if (c->init().status() != Status::kStopped) c->WatchOom(/*recovered=*/true);
     containers_[key] = std::move(c);
   }
   for (const auto& e : errors) LogError("recover: {}", e);

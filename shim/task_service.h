@@ -40,6 +40,9 @@ class TaskService {
 
   // From the exit monitor, on the loop thread.
   void OnExit(const bpf::ExitRecord& exit) { router_.OnExit(exit); }
+  // From the OOM watcher: container (ns, id)'s cgroup has counted
+  // `oom_kills` so far.
+  void OnOomKills(const std::string& ns, const std::string& id, uint64_t oom_kills);
 
   // Called when Shutdown was asked for and no container is left.
   void SetOnIdle(std::function<void()> on_idle) { on_idle_ = std::move(on_idle); }
@@ -81,6 +84,7 @@ class TaskService {
   void Stats(Call call);
   void Exec(Call call);
   void ResizePty(Call call);
+  void Update(Call call);
 
   // The container a request names, or the error to answer with.
   absl::StatusOr<process::Container*> Find(const std::string& ns, const std::string& id);

@@ -104,6 +104,16 @@ absl::StatusOr<base::UniqueFd> CaptureFile(const char* name) {
   return fd;
 }
 
+absl::Status WriteAll(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = write(fd, data.data(), data.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return base::ErrnoStatus("write runtime input");
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return absl::OkStatus();
+}
+
 std::string ReadFrom(int fd, off_t offset) {
   std::string out;
   char buf[16384];
@@ -441,7 +451,7 @@ Runc::Runc(RuncConfig config) : config_(std::move(config)) {
 
 absl::StatusOr<std::string> Runc::Run(std::string_view command,
                                       const std::vector<std::string>& args, ChildStdio* stdio,
-                                      const SpawnHook* on_spawned) const {
+                                      const SpawnHook* on_spawned, std::string_view input) const {
   const std::string what = fmt::format("{} {}", BaseName(config_.binary), command);
   absl::StatusOr<std::string> path = FindBinary(config_.binary);
   if (!path.ok()) return path.status();
@@ -474,6 +484,14 @@ absl::StatusOr<std::string> Runc::Run(std::string_view command,
     child_fds[1].Reset(fcntl(out_capture.get(), F_DUPFD_CLOEXEC, 3));
     child_fds[2].Reset(fcntl(err_capture.get(), F_DUPFD_CLOEXEC, 3));
     if (!child_fds[1] || !child_fds[2]) return base::ErrnoStatus("fcntl F_DUPFD_CLOEXEC");
+    if (!input.empty()) {
+      // A memfd, not a pipe: no writer to keep alive, no size limit.
+      absl::StatusOr<base::UniqueFd> in = CaptureFile("runc-stdin");
+      if (!in.ok()) return in.status();
+      if (absl::Status s = WriteAll(in->get(), input); !s.ok()) return s;
+      if (lseek(in->get(), 0, SEEK_SET) != 0) return base::ErrnoStatus("lseek runc-stdin");
+      child_fds[0] = std::move(*in);
+    }
   }
   for (base::UniqueFd& fd : child_fds) {
     if (!fd) {
@@ -612,6 +630,10 @@ absl::Status Runc::Restore(const std::string& id, const std::string& bundle,
   args.push_back(id);
   return CriuFailure(
       Run("restore", args, &stdio, options.on_spawned ? &options.on_spawned : nullptr).status());
+}
+
+absl::Status Runc::Update(const std::string& id, std::string_view resources_json) const {
+  return Run("update", {"--resources", "-", id}, nullptr, nullptr, resources_json).status();
 }
 
 absl::StatusOr<pid_t> ReadPidFile(const std::string& path) {

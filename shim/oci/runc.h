@@ -173,14 +173,19 @@ class Runc {
   // Create. CRIU failures as for Checkpoint.
   absl::Status Restore(const std::string& id, const std::string& bundle,
                        const RestoreOptions& options, ChildStdio stdio) const;
+  // update --resources - ID, with `resources_json` (an OCI LinuxResources,
+  // as containerd sent it) on the runtime's stdin.
+  absl::Status Update(const std::string& id, std::string_view resources_json) const;
 
  private:
   // Runs `<binary> <global flags> <args...>`; returns its stdout. With
   // `stdio` the runtime gets those fds (create); otherwise stdin is /dev/null
   // and stdout/stderr are captured.
-  // `on_spawned`, if not null, runs as SpawnHook says.
+  // `on_spawned`, if not null, runs as SpawnHook says. Without `stdio`,
+  // `input` (if any) is the runtime's stdin instead of /dev/null.
   absl::StatusOr<std::string> Run(std::string_view command, const std::vector<std::string>& args,
-                                  ChildStdio* stdio, const SpawnHook* on_spawned = nullptr) const;
+                                  ChildStdio* stdio, const SpawnHook* on_spawned = nullptr,
+                                  std::string_view input = {}) const;
 
   RuncConfig config_;
 };

@@ -130,4 +130,44 @@ void Container::Recover() {
   for (auto& [id, e] : execs_) e->Recover();
 }
 
+void Container::WatchOom(bool recovered) {
+  if (absl::Status st = env_.oom.Watch(Record()); !st.ok()) {
+    LogFor(LogLevel::kWarn, ns(), id(), "no OOM events for this container: {}", st);
+    return;
+  }
+  std::optional<uint64_t> counted = env_.oom.OomKills(ns(), id());
+  if (!counted) return;
+  if (!recovered) {
+    record_.set_oom_kills_reported(*counted);
+    return;
+  }
+  // TaskOOM is spooled before the count is persisted: one still waiting in
+  // the spool was published by a server that died in between.
+  if (*counted > record_.oom_kills_reported() && env_.events.Spooled("/tasks/oom", ns(), id())) {
+    record_.set_oom_kills_reported(*counted);
+    return Persist();
+  }
+  OnOomKills(*counted);
+}
+
+void Container::OnOomKills(uint64_t oom_kills) {
+  const uint64_t reported = record_.oom_kills_reported();
+  if (oom_kills == reported) return;
+  // Fewer than published: a new cgroup under the old path counts afresh.
+  for (uint64_t n = reported; n < oom_kills; ++n) {
+    events::TaskOOM ev;
+    ev.set_container_id(id());
+    env_.events.Publish(ns(), "/tasks/oom", ev);
+  }
+  if (oom_kills > reported)
+    LogFor(LogLevel::kInfo, ns(), id(), "OOM kills: {} (published {} new)", oom_kills,
+           oom_kills - reported);
+  record_.set_oom_kills_reported(oom_kills);
+  Persist();
+}
+
+void Container::CheckOom() {
+  if (std::optional<uint64_t> n = env_.oom.OomKills(ns(), id())) OnOomKills(*n);
+}
+
 }  // namespace shim::process

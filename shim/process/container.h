@@ -62,6 +62,17 @@ class Container {
   // Recovery, after every process is restored: starts in flight resolved.
   void Recover();
 
+  // OOM kills: one TaskOOM per kill of the container's cgroup, as runc-v2.
+  // Starts watching the init's cgroup: after Create, where what the cgroup
+  // counted before is no news of this container (the caller persists), or
+  // at recovery, where kills counted while no server ran are published now.
+  void WatchOom(bool recovered);
+  // The cgroup has counted `oom_kills` so far: publishes the kills not yet
+  // published and persists their number. A repeated count does nothing.
+  void OnOomKills(uint64_t oom_kills);
+  // Reads the count now: before the init's TaskExit, so TaskOOM goes first.
+  void CheckOom();
+
  private:
   // Forgets execs deleted long enough ago that no Delete replay can come.
   void PruneDeletedExecs();

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -83,6 +84,9 @@ class Runtime {
   virtual absl::Status Pause(const embedshim::ContainerRecord& c) = 0;
   virtual absl::Status Resume(const embedshim::ContainerRecord& c) = 0;
   virtual absl::StatusOr<std::vector<pid_t>> Ps(const embedshim::ContainerRecord& c) = 0;
+  // `runc update --resources -` with the OCI LinuxResources JSON containerd sent.
+  virtual absl::Status Update(const embedshim::ContainerRecord& c,
+                              const std::string& resources_json) = 0;
   // Whether pid still waits in the runtime's init for `start` (reads /proc;
   // cheap enough for the loop). A dead pid counts as waiting: its exit
   // says the rest.
@@ -151,6 +155,22 @@ class RecordStore {
       std::vector<std::string>* errors) const = 0;
 };
 
+// OOM kills in containers' memory cgroups (shim/oom_watcher.*): counts, as
+// the kernel keeps them; Container turns them into TaskOOM events. Loop
+// thread; reads cgroupfs, which does not block.
+class OomWatch {
+ public:
+  virtual ~OomWatch() = default;
+  // Watches the memory cgroup of the container's init (its pid while that is
+  // still the process, else the spec's cgroupsPath). Replaces an earlier
+  // watch of the same container.
+  virtual absl::Status Watch(const embedshim::ContainerRecord& c) = 0;
+  virtual void Unwatch(const std::string& ns, const std::string& id) = 0;
+  // The OOM kills counted in the watched cgroup so far; nullopt when it is
+  // not watched or gone.
+  virtual std::optional<uint64_t> OomKills(const std::string& ns, const std::string& id) = 0;
+};
+
 // All of the above, plus the loop and the worker pool.
 struct Environment {
   ttrpc::EventLoop& loop;
@@ -160,6 +180,7 @@ struct Environment {
   EventSink& events;
   FdKeeper& keeper;
   RecordStore& store;
+  OomWatch& oom;
 };
 
 }  // namespace shim::process

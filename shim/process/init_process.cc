@@ -106,6 +106,7 @@ void InitProcess::Create(bool replayed, const task::CreateTaskRequest& req, Then
         container_.mutable_base().set_logger_pid(s.logger_pid);
         container_.mutable_base().set_logger_start_boottime(s.logger_start_boottime);
         Apply(Event::kCreated);
+        container_.WatchOom(/*recovered=*/false);
         container_.Persist();
 
         events::TaskCreate ev;
@@ -222,6 +223,21 @@ void InitProcess::Freeze(Event event, bool replayed, ThenStatus then) {
       });
 }
 
+void InitProcess::Update(std::string resources_json, ThenStatus then) {
+  if (absl::Status st = Check(Event::kUpdate); !st.ok()) return then(st);
+  Environment& env = container_.env();
+  env.pool.Run<absl::Status>(
+      [&runtime = env.runtime, record = container_.Record(),
+       resources = std::move(resources_json)] { return runtime.Update(record, resources); },
+      [this, then = std::move(then)](absl::Status st) {
+        // runc puts the old resources back when the kernel refuses new ones:
+        // a failed update leaves the container as it was.
+        if (!st.ok()) LogFor(LogLevel::kWarn, container_.ns(), container_.id(), "update: {}", st);
+        else LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "updated");
+        then(st);
+      });
+}
+
 void InitProcess::OnExecExited() {
   if (!exit_after_execs_ || container_.AnyExecAlive()) return;
   bpf::ExitRecord exit = *exit_after_execs_;
@@ -257,6 +273,9 @@ void InitProcess::ApplyExit(const bpf::ExitRecord& exit) {
   // any two steps is followed by one that replays the exit, finds the event
   // already spooled, and does not send it twice.
   Environment& env = container_.env();
+  // An OOM kill of the init is counted before it exits: TaskOOM goes first,
+  // as with runc-v2.
+  container_.CheckOom();
   if (!env.events.Spooled("/tasks/exit", container_.ns(), container_.id(), container_.id()))
     env.events.Publish(container_.ns(), "/tasks/exit", ExitEventOf<events::TaskExit>(End()));
   container_.Persist();

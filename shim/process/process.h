@@ -121,6 +121,9 @@ class InitProcess final : public Process {
   void Start(bool replayed, Then<pid_t> then) override;
   void Kill(int signal, bool all, bool replayed, ThenStatus then) override;
   void Freeze(Event pause_or_resume, bool replayed, ThenStatus then);
+  // `runc update` with containerd's LinuxResources JSON. Idempotent: a
+  // replayed one applies the same resources again.
+  void Update(std::string resources_json, ThenStatus then);
   // `runc delete` once the init is wholly gone; answers how it ended.
   void Delete(Then<containerd::task::v2::DeleteResponse> then);
   // Recovery: a created init that has left `runc init` was started.

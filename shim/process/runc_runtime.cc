@@ -336,6 +336,11 @@ absl::StatusOr<Spawned> RuncRuntime::Restore(const embedshim::ContainerRecord& r
   return SpawnedOf(*pid, *start, *stdio);
 }
 
+absl::Status RuncRuntime::Update(const embedshim::ContainerRecord& r,
+                                 const std::string& resources_json) {
+  return RuncFor(r).Update(r.id(), resources_json);
+}
+
 bool RuncRuntime::WaitsInInit(pid_t pid) {
   auto comm = base::ReadFile(fmt::format("/proc/{}/comm", pid));
   std::string name = comm.ok() ? *comm : "";

@@ -19,6 +19,8 @@ class RuncRuntime final : public Runtime {
   absl::Status Pause(const embedshim::ContainerRecord& c) override;
   absl::Status Resume(const embedshim::ContainerRecord& c) override;
   absl::StatusOr<std::vector<pid_t>> Ps(const embedshim::ContainerRecord& c) override;
+  absl::Status Update(const embedshim::ContainerRecord& c,
+                      const std::string& resources_json) override;
   bool WaitsInInit(pid_t pid) override;
   absl::Status Checkpoint(const embedshim::ContainerRecord& c,
                           const CheckpointSpec& spec) override;

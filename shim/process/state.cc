@@ -30,6 +30,7 @@ std::string_view Name(Event e) {
     case Event::kExit: return "exit";
     case Event::kDelete: return "delete";
     case Event::kCheckpoint: return "checkpoint";
+    case Event::kUpdate: return "update";
   }
   return "?";
 }
@@ -56,6 +57,7 @@ absl::StatusOr<Status> InitTransition(Kind kind, Status from, Event event) {
     case S::kCreated:
       switch (event) {
         case E::kStart: return S::kStarting;
+        case E::kUpdate: return S::kCreated;
         case E::kKill: return S::kCreated;  // the exit comes later, as an event
         case E::kExit: return S::kStopped;
         case E::kDelete: return S::kDeleted;
@@ -75,6 +77,7 @@ absl::StatusOr<Status> InitTransition(Kind kind, Status from, Event event) {
         case E::kKill: return S::kRunning;
         case E::kPause: return S::kPaused;
         case E::kCheckpoint: return S::kRunning;
+        case E::kUpdate: return S::kRunning;
         case E::kExit: return S::kStopped;
         case E::kStart: return absl::FailedPreconditionError("process already started");
         case E::kDelete:
@@ -87,6 +90,7 @@ absl::StatusOr<Status> InitTransition(Kind kind, Status from, Event event) {
         case E::kKill: return S::kPaused;
         case E::kResume: return S::kRunning;
         case E::kCheckpoint: return S::kPaused;
+        case E::kUpdate: return S::kPaused;
         case E::kExit: return S::kStopped;
         case E::kDelete:
           return absl::FailedPreconditionError("cannot delete a paused process: kill it first");
@@ -97,6 +101,8 @@ absl::StatusOr<Status> InitTransition(Kind kind, Status from, Event event) {
       switch (event) {
         case E::kDelete: return S::kDeleted;
         case E::kExit: return S::kStopped;  // a repeated report changes nothing
+        // runc-v2's words; its cgroup may be gone already.
+        case E::kUpdate: return absl::FailedPreconditionError("cannot update a stopped container");
         // containerd's kill-and-delete path reads NotFound as "already exited".
         case E::kKill: return absl::NotFoundError("process already finished");
         default: break;
@@ -117,6 +123,7 @@ absl::StatusOr<Status> ExecTransition(Status from, Event event) {
     return absl::FailedPreconditionError("exec process not started");
   const bool init_only = from == S::kCreating || from == S::kPaused || event == E::kCreated ||
                          event == E::kPause || event == E::kResume || event == E::kCheckpoint ||
+                         event == E::kUpdate ||
                          (from == S::kCreated && event == E::kExit);
   if (init_only) return Illegal(Kind::kExec, from, event);
   return InitTransition(Kind::kExec, from, event);

@@ -15,6 +15,9 @@
 //                        ├──── Exit ──▶ stopped           paused ─Exit─▶ deleted
 //                        └──── Delete ─────────────────────────────────▶ deleted
 //
+// Update (init only) leaves created, running and paused as they are; a
+// stopped container cannot be updated (runc-v2's init_state.go).
+//
 // Exec (runc-v2's exec_state.go): creating is skipped (Exec only records
 // it), and it has no pause of its own: it shows paused when its container is.
 //
@@ -51,6 +54,7 @@ enum class Event {
   // `runc checkpoint` (init only, running or paused; the state stays: an
   // exit after a checkpoint that stops the container comes as kExit).
   kCheckpoint,
+  kUpdate,  // `runc update` of the container's resources; the state stays
 };
 
 enum class Kind { kInit, kExec };

@@ -288,6 +288,27 @@ TEST_CASE("Runc: the error is this call's last log.json error, as NotFound when 
   CHECK(std::string(s.message()) == "runc kill: container \"c1\" does not exist");
 }
 
+TEST_CASE("Runc: update reads the resources JSON on its stdin; its error is runc's", "[unit]") {
+  // The fake copies its stdin to <dir>/stdin, and refuses a limit of 1 as
+  // runc does: an error entry in log.json.
+  FakeRuntime fake(
+      "d=$(dirname \"$0\")\n"
+      "cat > \"$d/stdin\"\n"
+      "grep -q '\"limit\":1}' \"$d/stdin\" || exit 0\n"
+      "echo '{\"level\":\"error\",\"msg\":\"invalid memory limit\"}' >> \"$d/log.json\"\n"
+      "exit 1");
+  Runc runc(fake.Config());
+  const std::string resources = R"({"memory":{"limit":67108864},"cpu":{"shares":512}})";
+  REQUIRE_OK(runc.Update("c1", resources));
+  CHECK(ReadFile(fake.dir.Sub("stdin")).value() == resources);  // byte for byte
+  CHECK(fake.Calls().back() == "--root /run/test-root/ns --log " + fake.log +
+                                   " --log-format json update --resources - c1");
+
+  absl::Status s = runc.Update("c1", R"({"memory":{"limit":1}})");
+  CHECK(s.code() == absl::StatusCode::kUnknown);
+  CHECK(std::string(s.message()) == "runc update: invalid memory limit");
+}
+
 TEST_CASE("Runc: without a new log error, stderr is the message; else the exit status", "[unit]") {
   FakeRuntime fake(
       "case \"$last\" in\n"

@@ -22,7 +22,7 @@ constexpr Status kStatuses[] = {Status::kCreating, Status::kCreated, Status::kSt
 constexpr Event kEvents[] = {Event::kCreated, Event::kStart,  Event::kStarted,
                              Event::kStartFailed, Event::kKill, Event::kPause,
                              Event::kResume,  Event::kExit,   Event::kDelete,
-                             Event::kCheckpoint};
+                             Event::kCheckpoint, Event::kUpdate};
 
 // What is legal; everything else is an error. NotFound where containerd
 // reads it as "already gone".
@@ -48,6 +48,10 @@ const Table kInitLegal = {
     {{Status::kPaused, Event::kExit}, Status::kStopped},
     {{Status::kStopped, Event::kDelete}, Status::kDeleted},
     {{Status::kStopped, Event::kExit}, Status::kStopped},
+    // Update changes resources, never the state.
+    {{Status::kCreated, Event::kUpdate}, Status::kCreated},
+    {{Status::kRunning, Event::kUpdate}, Status::kRunning},
+    {{Status::kPaused, Event::kUpdate}, Status::kPaused},
 };
 
 const Table kExecLegal = {
@@ -92,6 +96,13 @@ TEST_CASE("process state: every init transition, legal or the error containerd e
 TEST_CASE("process state: every exec transition, legal or the error containerd expects",
           "[unit][state]") {
   CheckTable(Kind::kExec, kExecLegal);
+}
+
+TEST_CASE("process state: a stopped container cannot be updated, in runc-v2's words",
+          "[unit][state][update]") {
+  auto next = Transition(Kind::kInit, Status::kStopped, Event::kUpdate);
+  REQUIRE(absl::IsFailedPrecondition(next.status()));
+  CHECK(next.status().message() == "cannot update a stopped container");
 }
 
 TEST_CASE("process state: records keep creating and deleted", "[unit][state]") {

@@ -4,11 +4,15 @@
 // a test can mark them replayed as the keeper does after a server restart.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <csignal>
 #include <condition_variable>
 #include <deque>
 #include <future>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -138,6 +142,10 @@ class FakeRuntime final : public shim::process::Runtime {
     return std::vector<pid_t>{};
   }
   bool WaitsInInit(pid_t) override { return waits_in_init; }
+  absl::Status Update(const embedshim::ContainerRecord& c, const std::string& resources) override {
+    return Note("update " + c.id() + " " + resources, nullptr, update_error).second;
+  }
+  absl::Status update_error;
 
   std::vector<std::string> Calls() {
     std::lock_guard lock(mu);
@@ -189,10 +197,33 @@ class FakeEvents final : public shim::process::EventSink {
     const bool names_process = topic == "/tasks/exit" || topic.rfind("/tasks/exec-", 0) == 0;
     published.push_back(names_process ? topic + " " + probe.id() : topic);
   }
-  bool Spooled(const std::string&, const std::string&, const std::string&,
+  bool Spooled(const std::string& topic, const std::string&, const std::string&,
                const std::string&) const override {
-    return false;  // containerd took every event at once
+    // Else containerd took every event at once.
+    return std::find(spooled.begin(), spooled.end(), topic) != spooled.end();
   }
+  std::vector<std::string> spooled;  // topics that wait in the spool
+};
+
+// The cgroups' OOM-kill counters, as the test sets them. Loop thread only.
+class FakeOom final : public shim::process::OomWatch {
+ public:
+  std::map<std::string, uint64_t> counts;  // by container id; none: no cgroup
+  std::vector<std::string> calls;
+  absl::Status Watch(const embedshim::ContainerRecord& c) override {
+    calls.push_back("watch " + c.id());
+    if (!counts.contains(c.id())) return absl::NotFoundError("no cgroup");
+    watched.insert(c.id());
+    return absl::OkStatus();
+  }
+  void Unwatch(const std::string&, const std::string& id) override {
+    if (watched.erase(id)) calls.push_back("unwatch " + id);
+  }
+  std::optional<uint64_t> OomKills(const std::string&, const std::string& id) override {
+    if (!watched.contains(id)) return std::nullopt;
+    return counts.at(id);
+  }
+  std::set<std::string> watched;
 };
 
 class FakeKeeper final : public shim::process::FdKeeper {
@@ -217,21 +248,29 @@ class Harness {
         dir_(tmp_.path()),
         pool_(thread_.loop(), 2),
         store_(dir_ + "/state"),
-        env_{thread_.loop(), pool_, runtime, exits, events, keeper, store_} {
+        env_{thread_.loop(), pool_, runtime, exits, events, keeper, store_, oom} {
+    thread_.Sync([&] { Serve(); });
+  }
+  // A new server: the service recovers from the records, and is told the
+  // exits that came while none ran.
+  void Restart(std::vector<bpf::ExitRecord> exits_meanwhile = {}) {
     thread_.Sync([&] {
-      service_ = std::make_unique<shim::TaskService>(
-          env_, [] { return std::vector<bpf::ExitRecord>{}; });
-      server_ = std::make_unique<ttrpc::Server>(thread_.loop(), ttrpc::ServerOptions{});
-      service_->RegisterOn(*server_);
-      ttrpc::Server::Relay relay;
-      relay.send = [this](std::string frame) {
-        std::lock_guard lock(mu_);
-        replies_.push_back(std::move(frame));
-        cv_.notify_all();
-      };
-      relay.close = [] {};
-      REQUIRE(server_->AddRelayedConnection(1, "ns", ucred{0, 0, 0}, relay).ok());
+      server_.reset();
+      service_.reset();
+      Serve(std::move(exits_meanwhile), /*recover=*/true);
     });
+  }
+  void OomKills(const std::string& id, uint64_t count) {
+    thread_.Sync([&] {
+      oom.counts[id] = count;
+      service_->OnOomKills("ns", id, count);
+    });
+  }
+  void SetOomCount(const std::string& id, uint64_t count) {
+    thread_.Sync([&] { oom.counts[id] = count; });
+  }
+  std::vector<std::string> OomCalls() {
+    return thread_.Sync([&] { return oom.calls; });
   }
   ~Harness() {
     thread_.Sync([&] {
@@ -361,8 +400,24 @@ class Harness {
   FakeExits exits;
   FakeEvents events;
   FakeKeeper keeper;
+  FakeOom oom;
 
  private:
+  void Serve(std::vector<bpf::ExitRecord> replay = {}, bool recover = false) {
+    service_ = std::make_unique<shim::TaskService>(env_, [replay] { return replay; });
+    if (recover) service_->Recover();
+    server_ = std::make_unique<ttrpc::Server>(thread_.loop(), ttrpc::ServerOptions{});
+    service_->RegisterOn(*server_);
+    ttrpc::Server::Relay relay;
+    relay.send = [this](std::string frame) {
+      std::lock_guard lock(mu_);
+      replies_.push_back(std::move(frame));
+      cv_.notify_all();
+    };
+    relay.close = [] {};
+    REQUIRE(server_->AddRelayedConnection(1, "ns", ucred{0, 0, 0}, relay).ok());
+  }
+
   test::LoopThread thread_;
   test_support::ScopedTempDir tmp_;
   std::string dir_;
@@ -758,4 +813,122 @@ TEST_CASE("task service: a Create with a checkpoint restores at Start, tracked f
   CHECK(h.State("c1").exit_status() == 7);
   CHECK(h.Events() ==
         std::vector<std::string>{"/tasks/create", "/tasks/start", "/tasks/exit c1"});
+}
+
+task::UpdateTaskRequest UpdateRequest(const std::string& id, const std::string& resources) {
+  task::UpdateTaskRequest req;
+  req.set_id(id);
+  req.mutable_resources()->set_type_url("types.containerd.io/opencontainers/runtime-spec/1/LinuxResources");
+  req.mutable_resources()->set_value(resources);
+  (*req.mutable_annotations())["ignored"] = "as by runc-v2";
+  return req;
+}
+
+TEST_CASE("task service: Update runs runc update with containerd's resources, while the task "
+          "lives",
+          "[unit][task][update]") {
+  Harness h;
+  const std::string limit = R"({"memory":{"limit":67108864}})";
+  REQUIRE(h.Call<task::CreateTaskResponse>("Create", h.CreateRequest("c1")).ok());
+  // Created, running and paused take an update.
+  REQUIRE(h.Call<google::protobuf::Empty>("Update", UpdateRequest("c1", limit)).ok());
+  task::StartRequest start = StartRequest("c1");
+  auto started = h.Call<task::StartResponse>("Start", start);
+  REQUIRE(started.ok());
+  REQUIRE(h.Call<google::protobuf::Empty>("Update", UpdateRequest("c1", limit)).ok());
+  // A replayed one runs again: runc sets the same values.
+  REQUIRE(h.Call<google::protobuf::Empty>("Update", UpdateRequest("c1", limit), true).ok());
+  task::PauseRequest pause;
+  pause.set_id("c1");
+  REQUIRE(h.Call<google::protobuf::Empty>("Pause", pause).ok());
+  REQUIRE(h.Call<google::protobuf::Empty>("Update", UpdateRequest("c1", limit)).ok());
+
+  // runc's refusal, in its words; the task goes on.
+  h.runtime.update_error = absl::UnknownError("runc update: invalid memory value");
+  auto refused = h.Call<google::protobuf::Empty>("Update", UpdateRequest("c1", R"({"bad":1})"));
+  CHECK(refused.status().message() == "runc update: invalid memory value");
+  CHECK(h.State("c1").status() == containerd::v1::types::PAUSED);
+  h.runtime.update_error = absl::OkStatus();
+
+  // No resources, no such container: clear errors, no runc.
+  CHECK(absl::IsInvalidArgument(
+      h.Call<google::protobuf::Empty>("Update", UpdateRequest("c1", "")).status()));
+  CHECK(absl::IsNotFound(
+      h.Call<google::protobuf::Empty>("Update", UpdateRequest("nosuch", limit)).status()));
+
+  // A stopped container: runc-v2's error, and runc is not asked.
+  h.Exit(static_cast<pid_t>(started->pid()), 0);
+  auto stopped = h.Call<google::protobuf::Empty>("Update", UpdateRequest("c1", limit));
+  CHECK(absl::IsFailedPrecondition(stopped.status()));
+  CHECK(stopped.status().message() == "cannot update a stopped container");
+
+  const std::string update = "update c1 " + limit;
+  CHECK(h.runtime.Calls() ==
+        std::vector<std::string>{"create c1", update, "start c1", update, update, "pause c1",
+                                 update, R"(update c1 {"bad":1})"});
+  // Update publishes nothing (as runc-v2).
+  CHECK(h.Events() == std::vector<std::string>{"/tasks/create", "/tasks/start", "/tasks/paused",
+                                               "/tasks/exit c1"});
+}
+
+TEST_CASE("task service: one TaskOOM per OOM kill, before the init's TaskExit",
+          "[unit][task][oom]") {
+  Harness h;
+  // Kills the cgroup counted before this container are not its news.
+  h.SetOomCount("c1", 2);
+  pid_t pid = h.CreateAndStart("c1");
+  h.OomKills("c1", 2);  // a notification without a new kill
+  CHECK(h.Events() == std::vector<std::string>{"/tasks/create", "/tasks/start"});
+  h.OomKills("c1", 3);
+  h.OomKills("c1", 3);  // the same count again (v1 reads it more than once)
+  CHECK(h.Events() == std::vector<std::string>{"/tasks/create", "/tasks/start", "/tasks/oom"});
+  // The init is the victim of two more: the kernel counted them before its
+  // exit, which reads the count before it reports.
+  h.SetOomCount("c1", 5);
+  h.Exit(pid, 137);
+  CHECK(h.Events() == std::vector<std::string>{"/tasks/create", "/tasks/start", "/tasks/oom",
+                                               "/tasks/oom", "/tasks/oom", "/tasks/exit c1"});
+  task::DeleteRequest del;
+  del.set_id("c1");
+  REQUIRE(h.Call<task::DeleteResponse>("Delete", del).ok());
+  CHECK(h.OomCalls() == std::vector<std::string>{"watch c1", "unwatch c1"});
+  // A container without a memory cgroup runs without OOM events.
+  h.CreateAndStart("c2");
+  CHECK(h.OomCalls().back() == "watch c2");
+}
+
+TEST_CASE("task service: a restarted server publishes the OOM kills it missed, once",
+          "[unit][task][oom][replay]") {
+  Harness h;
+  h.SetOomCount("c1", 0);
+  pid_t pid = h.CreateAndStart("c1");
+  h.OomKills("c1", 1);
+  // Killed with one published; one more came while no server ran.
+  h.SetOomCount("c1", 2);
+  h.Restart();
+  CHECK(h.Events() == std::vector<std::string>{"/tasks/create", "/tasks/start", "/tasks/oom",
+                                               "/tasks/oom"});
+  h.Restart();  // nothing new
+  CHECK(h.Events().size() == 4);
+  // A server that spooled TaskOOM and died before it persisted the count:
+  // the next one does not publish it again.
+  h.SetOomCount("c1", 3);
+  h.events.spooled = {"/tasks/oom"};
+  h.Restart();
+  CHECK(h.Events().size() == 4);
+  h.events.spooled.clear();
+  h.Restart();
+  CHECK(h.Events().size() == 4);
+  // The init died of an OOM while no server ran: TaskOOM, then TaskExit.
+  h.SetOomCount("c1", 4);
+  bpf::ExitRecord exit;
+  exit.pid = pid;
+  exit.wait_status = SIGKILL;
+  exit.exited_at_ns = 1'700'000'000'000'000'000;
+  h.Restart({exit});
+  auto events = h.Events();
+  REQUIRE(events.size() == 6);
+  CHECK(events[4] == "/tasks/oom");
+  CHECK(events[5] == "/tasks/exit c1");
+  CHECK(h.State("c1").exit_status() == 137);
 }
