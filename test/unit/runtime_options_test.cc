@@ -1,6 +1,9 @@
 // Runtime options as containerd sends them: each type as the Any containerd
 // builds from its own protos, the runtime config file (TOML) behind
 // runtimeoptions.v1.Options, and what becomes of them on runc's command line.
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 #include <string>
 
@@ -9,6 +12,7 @@
 #include "runctypes.pb.h"
 #include "runtimeoptions.pb.h"
 #include "shim/runtime_options.h"
+#include "shim/shim_cgroup.h"
 #include "test/support/fs_util.h"
 #include "test/support/status_matchers.h"
 
@@ -244,6 +248,84 @@ TEST_CASE("options: what reaches runc's command line", "[unit][options]") {
   shim::ApplyCreateFlags(RuntimeOptions(), &create);
   CHECK_FALSE(create.no_pivot);
   CHECK_FALSE(create.no_new_keyring);
+}
+
+// start's stdin as containerd fills it: the options Any, then EOF.
+std::string ShimCgroupThroughPipe(const std::string& bytes, std::string* why) {
+  int p[2];
+  REQUIRE(pipe2(p, O_CLOEXEC) == 0);
+  REQUIRE(write(p[1], bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()));
+  close(p[1]);
+  std::string cgroup = shim::ShimCgroupFromStdin(p[0], 2000, why);
+  close(p[0]);
+  return cgroup;
+}
+
+TEST_CASE("options: start's stdin gives the ShimCgroup", "[unit][options][cgroup]") {
+  std::string why;
+  containerd::runc::v1::Options o;
+  o.set_shim_cgroup("/podruntime/embed");
+  CHECK(ShimCgroupThroughPipe(AnyOf(o).SerializeAsString(), &why) == "/podruntime/embed");
+  CHECK(why.empty());
+
+  containerd::linux::runc::CreateOptions c;
+  c.set_shim_cgroup("/from/create-options");
+  CHECK(ShimCgroupThroughPipe(AnyOf(c).SerializeAsString(), &why) == "/from/create-options");
+
+  // No options (containerd: empty stdin): nothing, and nothing to say.
+  CHECK(ShimCgroupThroughPipe("", &why).empty());
+  CHECK(why.empty());
+  // Something that is not our options: nothing, with the reason.
+  google::protobuf::Any other;
+  other.set_type_url("container-id");  // what 2.3's BootstrapParams looks like as an Any
+  other.set_value("namespace");
+  CHECK(ShimCgroupThroughPipe(other.SerializeAsString(), &why).empty());
+  CHECK(why.find("container-id are not supported") != std::string::npos);
+  why.clear();
+  CHECK(ShimCgroupThroughPipe("\xff\xff", &why).empty());
+  CHECK(why.find("not a protobuf Any") != std::string::npos);
+
+  // A writer that never closes does not hold start up.
+  int p[2];
+  REQUIRE(pipe2(p, O_CLOEXEC) == 0);
+  why.clear();
+  CHECK(shim::ShimCgroupFromStdin(p[0], 10, &why).empty());
+  CHECK(why == "stdin: no EOF in time");
+  close(p[0]);
+  close(p[1]);
+}
+
+TEST_CASE("options: JoinCgroup on v1 hierarchies and on v2", "[unit][options][cgroup]") {
+  test_support::ScopedTempDir dir;
+  REQUIRE_OK(dir.status());
+  const std::string pid = std::to_string(getpid());
+  // v1: each hierarchy that has the path; aliases (symlinks) skipped.
+  const std::string v1 = dir.Sub("v1");
+  for (const char* h : {"memory", "cpu,cpuacct", "pids"})
+    REQUIRE_OK(test_support::MakeDirs(v1 + "/" + h + "/pod/shim"));
+  REQUIRE_OK(test_support::MakeDirs(v1 + "/freezer"));  // has not the path
+  REQUIRE(symlink("cpu,cpuacct", (v1 + "/cpu").c_str()) == 0);
+  for (const char* h : {"memory", "cpu,cpuacct", "pids"})
+    REQUIRE_OK(test_support::WriteFile(v1 + "/" + h + "/pod/shim/cgroup.procs", ""));
+  REQUIRE_OK(shim::JoinCgroup("/pod/shim", v1));
+  for (const char* h : {"memory", "cpu,cpuacct", "pids"}) {
+    auto text = test_support::ReadFile(v1 + "/" + h + "/pod/shim/cgroup.procs");
+    REQUIRE_OK(text);
+    CHECK(*text == pid);
+  }
+  CHECK(shim::JoinCgroup("/no/such", v1).code() == absl::StatusCode::kNotFound);
+  CHECK(shim::JoinCgroup("/pod/../..", v1).code() == absl::StatusCode::kInvalidArgument);
+
+  // v2: the one tree.
+  const std::string v2 = dir.Sub("v2");
+  REQUIRE_OK(test_support::MakeDirs(v2 + "/pod/shim"));
+  REQUIRE_OK(test_support::WriteFile(v2 + "/cgroup.controllers", "memory pids"));
+  REQUIRE_OK(test_support::WriteFile(v2 + "/pod/shim/cgroup.procs", ""));
+  REQUIRE_OK(shim::JoinCgroup("pod/shim", v2));
+  auto text = test_support::ReadFile(v2 + "/pod/shim/cgroup.procs");
+  REQUIRE_OK(text);
+  CHECK(*text == pid);
+  CHECK(shim::JoinCgroup("/other", v2).code() == absl::StatusCode::kNotFound);
 }
 
 }  // namespace
