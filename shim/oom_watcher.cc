@@ -18,7 +18,7 @@
 #include "fmt/format.h"
 #include "shim/cgroup_metrics.h"
 #include "shim/log.h"
-#include "shim/oci/json_scan.h"
+#include "shim/oci/spec.h"
 
 namespace shim {
 
@@ -51,28 +51,6 @@ std::optional<uint64_t> ParseOomKills(std::string_view text) {
     return n;
   }
   return std::nullopt;
-}
-
-std::optional<std::string> SpecCgroupsPath(std::string_view config_json) {
-  // Finds `key` among the members of the object that starts next; the
-  // scanner is left at its value.
-  auto find_member = [](oci::JsonScanner& scan, std::string_view key) {
-    if (!scan.Consume('{')) return false;
-    if (scan.Consume('}')) return false;
-    do {
-      std::string name;
-      if (!scan.ReadString(&name) || !scan.Consume(':')) return false;
-      if (name == key) return true;
-      if (!scan.SkipValue()) return false;
-    } while (scan.Consume(','));
-    return false;
-  };
-  oci::JsonScanner scan(config_json);
-  std::string path;
-  if (!find_member(scan, "linux") || !find_member(scan, "cgroupsPath") ||
-      !scan.ReadString(&path) || path.empty())
-    return std::nullopt;
-  return path;
 }
 
 struct OomWatcher::Entry {
@@ -111,7 +89,7 @@ absl::StatusOr<std::pair<std::string, bool>> OomWatcher::FindCgroup(
   const std::string config = c.bundle() + "/config.json";
   auto text = base::ReadFile(config);
   if (!text.ok()) return text.status();
-  std::optional<std::string> path = SpecCgroupsPath(*text);
+  std::optional<std::string> path = oci::SpecCgroupsPath(*text);
   if (!path || (*path)[0] != '/' || path->find(':') != std::string::npos)
     return absl::NotFoundError(fmt::format(
         "the init is gone, and {} has no absolute cgroupsPath to find its cgroup by", config));

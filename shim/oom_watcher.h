@@ -38,9 +38,6 @@ namespace shim {
 // text; nullopt when it has none (a v1 kernel before 4.13).
 std::optional<uint64_t> ParseOomKills(std::string_view text);
 
-// linux.cgroupsPath of an OCI config.json; nullopt when it has none.
-std::optional<std::string> SpecCgroupsPath(std::string_view config_json);
-
 class OomWatcher final : public process::OomWatch {
  public:
   // The cgroup of container (ns, id) has counted `oom_kills` so far.

@@ -15,7 +15,9 @@
 #include "shim/admin.pb.h"
 #include "shim/commands.h"
 #include "shim/instance_lock.h"
+#include "shim/log.h"
 #include "shim/paths.h"
+#include "shim/shim_cgroup.h"
 #include "shim/start_fast.h"
 #include "ttrpc/client.h"
 
@@ -23,6 +25,8 @@ namespace shim {
 namespace {
 
 constexpr int kReadyTimeoutMs = 20000;
+// containerd writes the options and closes stdin at once.
+constexpr int kStdinTimeoutMs = 2000;
 // Installed next to this binary.
 constexpr char kKeeperBinary[] = "containerd-shim-embed-v1-keeper";
 
@@ -91,6 +95,25 @@ absl::StatusOr<std::string> ServeNamespace(const InstancePaths& paths, const std
   return resp->address();
 }
 
+// The ShimCgroup of the options on stdin, joined before the keeper is
+// forked so that it and every server inherit it (shim/shim_cgroup.h). Never
+// fails the start: what went wrong goes to the shim's log.
+void JoinShimCgroupForLaunch(const Flags& flags, const InstancePaths& paths) {
+  std::string why;
+  std::string cgroup = ShimCgroupFromStdin(STDIN_FILENO, kStdinTimeoutMs, &why);
+  if (cgroup.empty() && why.empty()) return;
+  Log::Init(paths.log, flags.debug);  // stdout and stderr are containerd's address
+  if (cgroup.empty()) {
+    LogDebug("start: no ShimCgroup: {}", why);
+    return;
+  }
+  if (absl::Status st = JoinCgroup(cgroup); !st.ok()) {
+    LogWarn("start: ShimCgroup {}: not joined: {}", cgroup, st);
+    return;
+  }
+  LogInfo("start: the shim runs in ShimCgroup {}", cgroup);
+}
+
 }  // namespace
 
 int RunStart(const Flags& flags) {
@@ -123,9 +146,12 @@ int RunStart(const Flags& flags) {
       }
       address = *served;
     }
-  } else if (absl::Status st = SpawnDaemon(flags, paths); !st.ok()) {
-    fmt::print(stderr, "start: {}\n", st);
-    return 1;
+  } else {
+    JoinShimCgroupForLaunch(flags, paths);
+    if (absl::Status st = SpawnDaemon(flags, paths); !st.ok()) {
+      fmt::print(stderr, "start: {}\n", st);
+      return 1;
+    }
   }
   // containerd 1.6 reloads a task after its own restart from the bundle's
   // `address` file (read without trimming: no newline).

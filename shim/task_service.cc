@@ -163,6 +163,13 @@ void TaskService::Create(Call call) {
   }
   auto options = DecodeRuntimeOptions(req->options());
   if (!options.ok()) return call.Fail(options.status());
+  // One shim serves every container: it cannot move into each one's
+  // ShimCgroup (docs/OPTIONS.md). Said when it changes, never an error.
+  if (!options->shim_cgroup().empty() && options->shim_cgroup() != shim_cgroup_noted_) {
+    shim_cgroup_noted_ = options->shim_cgroup();
+    LogInfo("ShimCgroup {} is not applied per container: the shared shim stays in the cgroup "
+            "its launching start joined", options->shim_cgroup());
+  }
 
   embedshim::ContainerRecord r;
   r.set_namespace_(call.ns);

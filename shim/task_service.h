@@ -107,6 +107,8 @@ class TaskService {
   absl::flat_hash_map<Key, std::unique_ptr<process::Container>> containers_;
   // Deleted containers' last records, for replayed Deletes.
   absl::flat_hash_map<Key, embedshim::ContainerRecord> tombstones_;
+  // The ShimCgroup last logged as not applied per container (docs/OPTIONS.md).
+  std::string shim_cgroup_noted_;
   static constexpr absl::Duration kTombstoneLife = absl::Minutes(2);
   bool shutdown_requested_ = false;
   uint64_t creates_seen_ = 0;

@@ -23,7 +23,7 @@
 #include "base/absl_fmt.h"
 #include "base/errno_status.h"
 #include "fmt/format.h"
-#include "shim/oci/json_scan.h"
+#include "nlohmann/json.hpp"
 
 extern char** environ;
 
@@ -669,22 +669,19 @@ absl::StatusOr<std::vector<pid_t>> ParsePsJson(std::string_view json) {
         fmt::format("unexpected ps output (want a JSON array of pids): '{}'",
                     TrimSpace(json).substr(0, 200)));
   };
-  JsonScanner scan(json);
+  const nlohmann::json doc = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
   std::vector<pid_t> pids;
-  if (scan.ConsumeWord("null")) {
-    if (!scan.AtEnd()) return bad();
-    return pids;
+  if (doc.is_null()) return pids;  // runc says null for none
+  if (!doc.is_array()) return bad();  // also what did not parse (discarded)
+  for (const nlohmann::json& pid : doc) {
+    if (pid.is_number_unsigned()) {
+      uint64_t value = pid.get<uint64_t>();
+      if (value == 0 || value > INT_MAX) return bad();
+      pids.push_back(static_cast<pid_t>(value));
+    } else {
+      return bad();  // negative, fractional, or not a number
+    }
   }
-  if (!scan.Consume('[')) return bad();
-  if (!scan.Consume(']')) {
-    do {
-      int64_t pid = 0;
-      if (!scan.ReadInt(&pid) || pid <= 0 || pid > INT_MAX) return bad();
-      pids.push_back(static_cast<pid_t>(pid));
-    } while (scan.Consume(','));
-    if (!scan.Consume(']')) return bad();
-  }
-  if (!scan.AtEnd()) return bad();
   return pids;
 }
 
@@ -694,20 +691,16 @@ std::string LastLogError(std::string_view log_text) {
     size_t eol = log_text.find('\n');
     std::string_view line = log_text.substr(0, eol);
     log_text.remove_prefix(eol == std::string_view::npos ? log_text.size() : eol + 1);
-    auto members = JsonStringMembers(line);
-    if (!members) continue;  // not JSON (a partial line, plain text): skip
-    std::string_view level, msg;
-    bool has_msg = false;
-    for (const auto& [key, value] : *members) {
-      if (key == "level") level = value;
-      if (key == "msg") {
-        msg = value;
-        has_msg = true;
-      }
-    }
-    if (has_msg && (level == "error" || level == "fatal" || level == "panic")) {
-      last = TrimSpace(msg);
-    }
+    // Lines that are not JSON objects (a partial line, plain text) are skipped.
+    const nlohmann::json entry = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!entry.is_object()) continue;
+    auto level = entry.find("level");
+    auto msg = entry.find("msg");
+    if (level == entry.end() || !level->is_string() || msg == entry.end() || !msg->is_string())
+      continue;
+    const std::string& l = level->get_ref<const std::string&>();
+    if (l == "error" || l == "fatal" || l == "panic")
+      last = TrimSpace(msg->get_ref<const std::string&>());
   }
   return last;
 }

@@ -1,62 +1,33 @@
 #include "shim/oci/spec.h"
 
-#include <functional>
-
 #include "base/read_file.h"
-#include "shim/oci/json_scan.h"
+#include "nlohmann/json.hpp"
 
 namespace shim::oci {
 
-namespace {
-
-// Walks the members of the object that is next: `member(key)` consumes the
-// member's value and says whether that worked, or returns nullopt to have it
-// skipped.
-bool ForEachMember(JsonScanner& scan,
-                   const std::function<std::optional<bool>(const std::string&)>& member) {
-  if (!scan.Consume('{')) return false;
-  if (scan.Consume('}')) return true;
-  do {
-    std::string key;
-    if (!scan.ReadString(&key) || !scan.Consume(':')) return false;
-    std::optional<bool> read = member(key);
-    if (read.has_value() ? !*read : !scan.SkipValue()) return false;
-  } while (scan.Consume(','));
-  return scan.Consume('}');
-}
-
-}  // namespace
-
 absl::StatusOr<bool> HasPrivatePidNamespace(std::string_view config_json) {
-  JsonScanner scan(config_json);
-  bool private_pid = false;
-  auto namespace_entry = [&scan, &private_pid] {
-    std::string type, path;
-    bool ok = ForEachMember(scan, [&](const std::string& key) -> std::optional<bool> {
-      if (key == "type") return scan.ReadString(&type);
-      if (key == "path") return scan.ReadString(&path);
-      return std::nullopt;
-    });
-    if (ok && type == "pid" && path.empty()) private_pid = true;
-    return ok;
-  };
-  auto linux_member = [&](const std::string& key) -> std::optional<bool> {
-    if (key != "namespaces") return std::nullopt;
-    if (scan.ConsumeWord("null")) return true;
-    if (!scan.Consume('[')) return false;
-    if (scan.Consume(']')) return true;
-    do {
-      if (!namespace_entry()) return false;
-    } while (scan.Consume(','));
-    return scan.Consume(']');
-  };
-  bool ok = ForEachMember(scan, [&](const std::string& key) -> std::optional<bool> {
-    if (key != "linux") return std::nullopt;
-    if (scan.ConsumeWord("null")) return true;
-    return ForEachMember(scan, linux_member);
-  });
-  if (!ok || !scan.AtEnd()) return absl::InvalidArgumentError("not an OCI spec (JSON object)");
-  return private_pid;
+  const nlohmann::json spec =
+      nlohmann::json::parse(config_json, nullptr, /*allow_exceptions=*/false);
+  if (!spec.is_object()) return absl::InvalidArgumentError("not an OCI spec (JSON object)");
+  auto linux_it = spec.find("linux");
+  if (linux_it == spec.end() || linux_it->is_null()) return false;
+  if (!linux_it->is_object()) return absl::InvalidArgumentError("OCI spec: linux is not an object");
+  auto namespaces = linux_it->find("namespaces");
+  if (namespaces == linux_it->end() || namespaces->is_null()) return false;
+  if (!namespaces->is_array())
+    return absl::InvalidArgumentError("OCI spec: linux.namespaces is not an array");
+  for (const nlohmann::json& ns : *namespaces) {
+    if (!ns.is_object()) return absl::InvalidArgumentError("OCI spec: a namespace is not an object");
+    auto type = ns.find("type");
+    auto path = ns.find("path");
+    if ((type != ns.end() && !type->is_string()) ||
+        (path != ns.end() && !path->is_null() && !path->is_string()))
+      return absl::InvalidArgumentError("OCI spec: a namespace's type or path is not a string");
+    // A pid namespace with a path joins another's (e.g. the host's).
+    bool own_path = path == ns.end() || path->is_null() || path->get_ref<const std::string&>().empty();
+    if (type != ns.end() && *type == "pid" && own_path) return true;
+  }
+  return false;
 }
 
 bool ShouldKillAllOnExit(const std::string& bundle) {
@@ -64,6 +35,18 @@ bool ShouldKillAllOnExit(const std::string& bundle) {
   if (!text.ok()) return true;
   auto private_pid = HasPrivatePidNamespace(*text);
   return !private_pid.ok() || !*private_pid;
+}
+
+std::optional<std::string> SpecCgroupsPath(std::string_view config_json) {
+  const nlohmann::json spec =
+      nlohmann::json::parse(config_json, nullptr, /*allow_exceptions=*/false);
+  if (!spec.is_object()) return std::nullopt;
+  auto linux_it = spec.find("linux");
+  if (linux_it == spec.end() || !linux_it->is_object()) return std::nullopt;
+  auto path = linux_it->find("cgroupsPath");
+  if (path == linux_it->end() || !path->is_string() || path->get_ref<const std::string&>().empty())
+    return std::nullopt;
+  return path->get<std::string>();
 }
 
 }  // namespace shim::oci

@@ -1,6 +1,7 @@
 // What the shim reads from a bundle's OCI spec (config.json) itself.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -20,5 +21,8 @@ absl::StatusOr<bool> HasPrivatePidNamespace(std::string_view config_json);
 // namespace of its own. An unreadable or undecodable <bundle>/config.json
 // says yes, as in runc-v2.
 bool ShouldKillAllOnExit(const std::string& bundle);
+
+// linux.cgroupsPath of a spec; nullopt when absent, empty or not a spec.
+std::optional<std::string> SpecCgroupsPath(std::string_view config_json);
 
 }  // namespace shim::oci

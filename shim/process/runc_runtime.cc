@@ -141,8 +141,7 @@ absl::StatusOr<Spawned> RuncRuntime::Create(const embedshim::ContainerRecord& r,
   oci::Runc runc = RuncFor(r);
   oci::CreateOptions options;
   options.pid_file = r.bundle() + "/init.pid";
-  options.no_pivot = r.options().no_pivot_root();
-  options.no_new_keyring = r.options().no_new_keyring();
+  ApplyCreateFlags(r.options(), &options);
   absl::StatusOr<PreparedStdio> stdio;
   absl::Status st;
   for (int attempt = 0;; ++attempt) {

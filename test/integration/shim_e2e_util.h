@@ -145,8 +145,9 @@ inline ttrpc::CallOptions CallIn(const std::string& ns) {
 
 class E2E : public ShimFixture {
  public:
-  static std::unique_ptr<E2E> Start() {
-    absl::StatusOr<std::unique_ptr<PrivateContainerd>> cd = PrivateContainerd::Start();
+  static std::unique_ptr<E2E> Start(test_support::PrivateContainerdOptions options = {}) {
+    absl::StatusOr<std::unique_ptr<PrivateContainerd>> cd =
+        PrivateContainerd::Start(std::move(options));
     REQUIRE_OK(cd);
     std::unique_ptr<E2E> e(new E2E(std::move(*cd)));
     return e;

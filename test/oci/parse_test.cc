@@ -1,10 +1,9 @@
-// Pure functions of shim/oci: ps output, runtime log errors, error codes,
-// the JSON scanner, mount options, pid files.
+// Pure functions of shim/oci: ps output and runtime log errors (read with
+// nlohmann::json), error codes, mount options, pid files.
 #include <sys/mount.h>
 
 #include <catch2/catch.hpp>
 
-#include "shim/oci/json_scan.h"
 #include "shim/oci/mount.h"
 #include "shim/oci/runc.h"
 #include "test/support/fs_util.h"
@@ -12,7 +11,6 @@
 
 namespace {
 
-using shim::oci::JsonStringMembers;
 using shim::oci::LastLogError;
 using shim::oci::ParseMountOptions;
 using shim::oci::ParsePsJson;
@@ -41,7 +39,9 @@ TEST_CASE("ParsePsJson reads runc's and crun's arrays, and null", "[unit]") {
 
 TEST_CASE("ParsePsJson rejects what is not an array of pids", "[unit]") {
   for (std::string_view bad : {"", "[", "[1,", "[1 2]", "[1.5]", "[-1]", "[0]", "[\"1\"]", "{}",
-                               "[1] x", "nullx", "[99999999999]"}) {
+                               "[1] x", "nullx", "[99999999999]", "[2147483648]",
+                               "[1e3]", "[true]", "[null]", "[[1]]", "{\"pids\":[1]}",
+                               "Incorrect Usage.\n"}) {
     INFO("input: '" << bad << "'");
     auto p = ParsePsJson(bad);
     CHECK(p.status().code() == absl::StatusCode::kInvalidArgument);
@@ -76,17 +76,27 @@ TEST_CASE("LastLogError decodes escapes and skips junk lines", "[unit]") {
   CHECK(LastLogError(R"({"level":"fatal","msg":"dead"})") == "dead");
 }
 
-TEST_CASE("JsonStringMembers keeps string members and skips the rest", "[unit]") {
-  auto m = JsonStringMembers(R"( { "a" : "x", "n": 12, "o": {"k": ["v", null]}, "b": "y" } )");
-  REQUIRE(m.has_value());
-  REQUIRE(m->size() == 2);
-  CHECK((*m)[0] == std::pair<std::string, std::string>("a", "x"));
-  CHECK((*m)[1] == std::pair<std::string, std::string>("b", "y"));
-  CHECK_FALSE(JsonStringMembers("[1]").has_value());
-  CHECK_FALSE(JsonStringMembers(R"({"a":})").has_value());
-  CHECK_FALSE(JsonStringMembers(R"({"a":"x")").has_value());
-  // Deep nesting is refused rather than recursed into.
-  CHECK_FALSE(JsonStringMembers(R"({"a":)" + std::string(1000, '[')).has_value());
+TEST_CASE("LastLogError reads only the level and msg strings of each object", "[unit]") {
+  // Other members of any type are skipped; so are entries whose level or msg
+  // is not a string, and lines that are not objects.
+  CHECK(LastLogError(R"( { "x" : 12, "o": {"k": ["v", null]}, "level" : "error", "msg": "m" } )") ==
+        "m");
+  CHECK(LastLogError(R"({"level":"error","msg":7})").empty());
+  CHECK(LastLogError(R"({"level":["error"],"msg":"m"})").empty());
+  CHECK(LastLogError(R"(["level","error","msg","m"])").empty());
+  CHECK(LastLogError(R"({"level":"error","msg":})").empty());
+  CHECK(LastLogError(R"({"level":"error","msg":"m")").empty());
+  // An earlier good entry survives a broken last line.
+  CHECK(LastLogError("{\"level\":\"error\",\"msg\":\"kept\"}\n{\"level\":\"error\",\"msg\":") ==
+        "kept");
+}
+
+TEST_CASE("Deep nesting is refused without overflowing the stack", "[unit]") {
+  std::string deep(200000, '[');
+  CHECK(ParsePsJson(deep).status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(ParsePsJson(deep + std::string(200000, ']')).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+  CHECK(LastLogError(R"({"level":"error","msg":"m","x":)" + deep).empty());
 }
 
 TEST_CASE("RuntimeError maps 'gone' messages to NotFound, the rest to Unknown", "[unit]") {

@@ -12,6 +12,7 @@
 
 #include "bpf/pidfd.h"
 #include "fmt/format.h"
+#include "shim/oci/spec.h"
 #include "shim/oom_watcher.h"
 #include "test/support/fs_util.h"
 #include "test/unit/ttrpc_test_util.h"
@@ -68,7 +69,7 @@ TEST_CASE("oom watcher: the oom_kill count of memory.events and memory.oom_contr
 }
 
 TEST_CASE("oom watcher: linux.cgroupsPath of a spec", "[unit][oom]") {
-  using shim::SpecCgroupsPath;
+  using shim::oci::SpecCgroupsPath;
   CHECK(SpecCgroupsPath(R"({"ociVersion":"1.0.2","process":{"args":["sh"]},)"
                         R"("linux":{"resources":{"memory":{"limit":1}},"cgroupsPath":"/default/c1"}})") ==
         "/default/c1");

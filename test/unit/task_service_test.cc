@@ -21,6 +21,7 @@
 #include "fmt/format.h"
 #include "google/protobuf/empty.pb.h"
 #include "runc_options.pb.h"
+#include "runctypes.pb.h"
 #include "shim.pb.h"
 #include "shim/event_publisher.h"
 #include "shim/process/environment.h"
@@ -71,8 +72,13 @@ class FakeRuntime final : public shim::process::Runtime {
   pid_t next_pid = 1000;
   pid_t runtime_pid = 500;
   bool waits_in_init = true;
+  embedshim::RuntimeOptions created_options;  // of the last Create
 
   absl::StatusOr<Spawned> Create(const embedshim::ContainerRecord& c, bool) override {
+    {
+      std::lock_guard lock(mu);
+      created_options = c.options();
+    }
     auto [gate, err] = Note("create " + c.id(), create_gate, create_error);
     if (gate) gate->Wait();
     if (!err.ok()) return err;
@@ -931,4 +937,38 @@ TEST_CASE("task service: a restarted server publishes the OOM kills it missed, o
   CHECK(events[4] == "/tasks/oom");
   CHECK(events[5] == "/tasks/exit c1");
   CHECK(h.State("c1").exit_status() == 137);
+}
+
+TEST_CASE("task service: Create keeps the options; ShimCgroup does not fail it",
+          "[unit][task][options]") {
+  Harness h;
+  auto req = h.CreateRequest("c1");
+  containerd::linux::runc::CreateOptions o;  // what the Go client sends us
+  o.set_shim_cgroup("/no/such/cgroup");
+  o.set_io_uid(1000);
+  o.set_io_gid(1001);
+  o.set_no_pivot_root(true);
+  req.mutable_options()->set_type_url(o.GetTypeName());
+  req.mutable_options()->set_value(o.SerializeAsString());
+  auto created = h.Call<task::CreateTaskResponse>("Create", req);
+  REQUIRE(created.ok());
+  std::lock_guard lock(h.runtime.mu);
+  const embedshim::RuntimeOptions& got = h.runtime.created_options;
+  CHECK(got.shim_cgroup() == "/no/such/cgroup");
+  CHECK(got.io_uid() == 1000);
+  CHECK(got.io_gid() == 1001);
+  CHECK(got.no_pivot_root());
+  CHECK(got.binary_name() == "runc");  // defaults filled
+}
+
+TEST_CASE("task service: Create with options of an unknown type fails, naming it",
+          "[unit][task][options]") {
+  Harness h;
+  auto req = h.CreateRequest("c1");
+  req.mutable_options()->set_type_url("acme.Options");
+  auto created = h.Call<task::CreateTaskResponse>("Create", req);
+  REQUIRE(created.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(std::string(created.status().message()).find("acme.Options are not supported") !=
+        std::string::npos);
+  CHECK(h.runtime.Calls().empty());
 }

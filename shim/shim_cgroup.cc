@@ -1,0 +1,106 @@
+#include "shim/shim_cgroup.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "base/absl_fmt.h"
+#include "base/errno_status.h"
+#include "base/unique_fd.h"
+#include "fmt/format.h"
+#include "fmt/ranges.h"
+#include "google/protobuf/any.pb.h"
+#include "shim/runtime_options.h"
+
+namespace shim {
+namespace {
+
+constexpr size_t kMaxStdin = 1 << 20;
+
+absl::Status WriteProcs(const std::string& dir) {
+  const std::string path = dir + "/cgroup.procs";
+  base::UniqueFd fd(open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd) return base::ErrnoStatus("open " + path);
+  std::string pid = std::to_string(getpid());
+  if (write(fd.get(), pid.data(), pid.size()) != static_cast<ssize_t>(pid.size()))
+    return base::ErrnoStatus("write " + path);
+  return absl::OkStatus();
+}
+
+bool IsDir(const std::string& path) {
+  struct stat st;
+  return lstat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+}  // namespace
+
+std::string ShimCgroupFromStdin(int fd, int timeout_ms, std::string* why) {
+  if (isatty(fd)) return "";
+  std::string bytes;
+  char buf[4096];
+  while (bytes.size() < kMaxStdin) {
+    pollfd p{fd, POLLIN, 0};
+    int rc = poll(&p, 1, timeout_ms);
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc <= 0) {
+      *why = "stdin: no EOF in time";
+      return "";
+    }
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    bytes.append(buf, static_cast<size_t>(n));
+  }
+  if (bytes.empty()) return "";
+  google::protobuf::Any any;
+  if (!any.ParseFromString(bytes)) {
+    *why = fmt::format("stdin: {} bytes that are not a protobuf Any", bytes.size());
+    return "";
+  }
+  auto options = DecodeRuntimeOptions(any);
+  if (!options.ok()) {
+    *why = fmt::format("stdin: {}", options.status().message());
+    return "";
+  }
+  return options->shim_cgroup();
+}
+
+absl::Status JoinCgroup(const std::string& cgroup, const std::string& root) {
+  if (cgroup.empty() || cgroup.find("..") != std::string::npos)
+    return absl::InvalidArgumentError(fmt::format("cgroup {:?}: not a cgroup path", cgroup));
+  const std::string rel = cgroup[0] == '/' ? cgroup : "/" + cgroup;
+  struct stat st;
+  if (stat((root + "/cgroup.controllers").c_str(), &st) == 0) {  // v2 only
+    if (!IsDir(root + rel)) return absl::NotFoundError(fmt::format("cgroup {} does not exist", rel));
+    return WriteProcs(root + rel);
+  }
+  // v1 (or hybrid): one directory per hierarchy; the cpu,cpuacct-style
+  // aliases are symlinks and skipped.
+  std::unique_ptr<DIR, int (*)(DIR*)> dir(opendir(root.c_str()), closedir);
+  if (!dir) return base::ErrnoStatus("opendir " + root);
+  int joined = 0;
+  std::vector<std::string> failed;
+  while (dirent* e = readdir(dir.get())) {
+    if (e->d_name[0] == '.') continue;
+    const std::string hierarchy = root + "/" + e->d_name;
+    if (!IsDir(hierarchy) || !IsDir(hierarchy + rel)) continue;
+    if (absl::Status s = WriteProcs(hierarchy + rel); !s.ok()) {
+      failed.push_back(std::string(s.message()));
+    } else {
+      ++joined;
+    }
+  }
+  if (!failed.empty())
+    return absl::UnknownError(fmt::format("cgroup {}: {}", rel, fmt::join(failed, "; ")));
+  if (joined == 0)
+    return absl::NotFoundError(fmt::format("cgroup {} does not exist under {}", rel, root));
+  return absl::OkStatus();
+}
+
+}  // namespace shim

@@ -1,0 +1,29 @@
+// ShimCgroup: the cgroup containerd asks a runc-v2 shim to run in (the
+// runtime options' shim_cgroup, sent on `start`'s stdin). runc-v2 moves each
+// per-container shim there. This shim serves every container of a
+// containerd, so the `start` that launches it joins the ShimCgroup of the
+// options it was given, and the keeper and server it forks inherit it. Later
+// containers' ShimCgroup cannot move a shared shim: it is only logged
+// (docs/OPTIONS.md).
+#pragma once
+
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace shim {
+
+// The ShimCgroup in the runtime options Any that containerd writes on
+// `start`'s stdin (fd), read until EOF (at most 1 MiB, waiting at most
+// `timeout_ms` for each read). "" when stdin is empty, a terminal, or holds
+// no options this shim decodes (e.g. containerd 2.3's bootstrap parameters);
+// `why` then says what was there, when anything was.
+std::string ShimCgroupFromStdin(int fd, int timeout_ms, std::string* why);
+
+// Moves the calling process into `cgroup`, a path from the cgroup root as
+// runc-v2 takes it ("/podruntime/shim"): with cgroup v2, <root>/<cgroup>;
+// with v1, that path in every hierarchy mounted under `root` that has it.
+// NotFound when no hierarchy has it.
+absl::Status JoinCgroup(const std::string& cgroup, const std::string& root = "/sys/fs/cgroup");
+
+}  // namespace shim
