@@ -17,6 +17,8 @@
 #include "shim/instance_lock.h"
 #include "shim/paths.h"
 #include "shim/start_fast.h"
+#include "shim/start_input.h"
+#include "shim/task_api_version.h"
 #include "ttrpc/client.h"
 
 namespace shim {
@@ -99,6 +101,17 @@ int RunStart(const Flags& flags) {
     return 1;
   }
   if (std::optional<int> rc = StartIfServing(flags)) return *rc;
+  // Read for what it is (options Any, or 2.3's BootstrapParams), so that
+  // neither is ever taken for the other.
+  absl::StatusOr<std::string> stdin_bytes = ReadStartStdin();
+  absl::StatusOr<StartInput> input =
+      stdin_bytes.ok() ? ParseStartInput(*stdin_bytes, flags) : stdin_bytes.status();
+  if (!input.ok()) {
+    fmt::print(stderr, "start: {}\n", input.status());
+    return 1;
+  }
+  // 2.3+ says so itself; before, containerd's executable tells.
+  const int task_api = input->bootstrap ? 3 : TaskApiVersionOf(flags.publish_binary);
   InstancePaths paths = PathsFor(flags.address);
   if (absl::Status st = MakeInstanceDir(paths); !st.ok()) {
     fmt::print(stderr, "start: {}\n", st);
@@ -133,8 +146,9 @@ int RunStart(const Flags& flags) {
     fmt::print(stderr, "start: {}\n", st);
     return 1;
   }
-  // containerd reads all of stdout as the address: print nothing else.
-  fmt::print("{}", address);
+  // containerd reads all of stdout as the address (or, 2.x, the bootstrap
+  // JSON): print nothing else.
+  fmt::print("{}", StartAnswer(address, task_api));
   return 0;
 }
 

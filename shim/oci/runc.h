@@ -127,6 +127,9 @@ class Runc {
   absl::Status Resume(const std::string& id) const;
   // ps --format json ID: the pids in the container.
   absl::StatusOr<std::vector<pid_t>> Ps(const std::string& id) const;
+  // features: the runtime's Features structure (OCI runtime-spec
+  // features.md), its JSON as printed.
+  absl::StatusOr<std::string> Features() const;
 
  private:
   // Runs `<binary> <global flags> <args...>`; returns its stdout. With

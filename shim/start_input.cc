@@ -1,0 +1,67 @@
+#include "shim/start_input.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "base/errno_status.h"
+#include "fmt/format.h"
+
+namespace shim {
+namespace {
+
+// The option types this shim reads (shim/runtime_options.h); the options
+// are the first extension of one of them.
+bool IsRuntimeOptionsType(std::string_view type_url) {
+  if (size_t slash = type_url.rfind('/'); slash != std::string_view::npos)
+    type_url.remove_prefix(slash + 1);
+  for (std::string_view known : {"containerd.runc.v1.Options", "containerd.linux.runc.RuncOptions",
+                                 "containerd.linux.runc.CreateOptions", "runtimeoptions.v1.Options"})
+    if (type_url == known) return true;
+  return false;
+}
+
+}  // namespace
+
+absl::StatusOr<StartInput> ParseStartInput(std::string_view bytes, const Flags& flags) {
+  StartInput input;
+  if (bytes.empty()) return input;
+  containerd::runtime::bootstrap::v1::BootstrapParams params;
+  if (!flags.id.empty() && params.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())) &&
+      params.instance_id() == flags.id && params.namespace_() == flags.namespace_) {
+    for (const auto& extension : params.extensions()) {
+      if (extension.has_value() && IsRuntimeOptionsType(extension.value().type_url())) {
+        input.options = extension.value();
+        break;
+      }
+    }
+    input.bootstrap = std::move(params);
+    return input;
+  }
+  google::protobuf::Any any;
+  if (!any.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
+    return absl::InvalidArgumentError(fmt::format(
+        "stdin ({} bytes) is neither the runtime options (a google.protobuf.Any) nor a "
+        "BootstrapParams for -id {:?} -namespace {:?}",
+        bytes.size(), flags.id, flags.namespace_));
+  input.options = std::move(any);
+  return input;
+}
+
+absl::StatusOr<std::string> ReadStartStdin() {
+  if (isatty(STDIN_FILENO)) return std::string();
+  std::string all;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = read(STDIN_FILENO, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      if (errno == EBADF) return all;  // no stdin at all
+      return base::ErrnoStatus("read stdin");
+    }
+    if (n == 0) return all;
+    all.append(buf, static_cast<size_t>(n));
+  }
+}
+
+}  // namespace shim
