@@ -6,6 +6,7 @@
 
 #include "base/errno_status.h"
 #include "fmt/format.h"
+#include "google/protobuf/unknown_field_set.h"
 
 namespace shim {
 namespace {
@@ -26,9 +27,17 @@ bool IsRuntimeOptionsType(std::string_view type_url) {
 absl::StatusOr<StartInput> ParseStartInput(std::string_view bytes, const Flags& flags) {
   StartInput input;
   if (bytes.empty()) return input;
+  const int size = static_cast<int>(bytes.size());
   containerd::runtime::bootstrap::v1::BootstrapParams params;
-  if (!flags.id.empty() && params.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())) &&
-      params.instance_id() == flags.id && params.namespace_() == flags.namespace_) {
+  const bool is_params = params.ParseFromArray(bytes.data(), size);
+  // An Any has fields 1 and 2 only: anything more (containerd's version,
+  // addresses, extensions) is not one.
+  google::protobuf::Any any;
+  const bool is_any = any.ParseFromArray(bytes.data(), size) &&
+                      any.GetReflection()->GetUnknownFields(any).empty();
+
+  if (is_params && !flags.id.empty() && params.instance_id() == flags.id &&
+      params.namespace_() == flags.namespace_) {
     for (const auto& extension : params.extensions()) {
       if (extension.has_value() && IsRuntimeOptionsType(extension.value().type_url())) {
         input.options = extension.value();
@@ -38,14 +47,19 @@ absl::StatusOr<StartInput> ParseStartInput(std::string_view bytes, const Flags& 
     input.bootstrap = std::move(params);
     return input;
   }
-  google::protobuf::Any any;
-  if (!any.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
+  if (is_any) {
+    input.options = std::move(any);
+    return input;
+  }
+  if (is_params)
     return absl::InvalidArgumentError(fmt::format(
-        "stdin ({} bytes) is neither the runtime options (a google.protobuf.Any) nor a "
-        "BootstrapParams for -id {:?} -namespace {:?}",
-        bytes.size(), flags.id, flags.namespace_));
-  input.options = std::move(any);
-  return input;
+        "stdin is a BootstrapParams for task {:?} in namespace {:?}, not for -id {:?} "
+        "-namespace {:?}",
+        params.instance_id(), params.namespace_(), flags.id, flags.namespace_));
+  return absl::InvalidArgumentError(fmt::format(
+      "stdin ({} bytes) is neither the runtime options (a google.protobuf.Any) nor a "
+      "BootstrapParams",
+      bytes.size()));
 }
 
 absl::StatusOr<std::string> ReadStartStdin() {

@@ -5,7 +5,8 @@
 // read as an Any has type_url = the id and value = the namespace, and an Any
 // read as a BootstrapParams has instance_id = its type URL. So the bytes
 // are a BootstrapParams only when its instance_id and namespace are start's
-// own -id and -namespace; otherwise they must be an Any.
+// own -id and -namespace; otherwise they must be an Any, and nothing more
+// (an Any has no fields past 2; a BootstrapParams has its version and more).
 #pragma once
 
 #include <optional>
