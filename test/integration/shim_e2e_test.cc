@@ -442,6 +442,14 @@ TEST_CASE("shim e2e: containerd restart finds the running tasks again, and exits
   CHECK(tasks[running].status == "RUNNING");
   CHECK(tasks[running].pid == pid);
   CHECK(Alive(pid));
+  CHECK(e->daemons() == std::vector<pid_t>{daemon});
+  if (UnderTest().is_2x() || UnderTest().minor >= 7) {
+    // 1.7's and 2.x's reload call Pids per bundle and delete a (non-sandbox)
+    // task that has none ("cleaning leaked shim process"), as they do
+    // runc-v2's, whose Pids of a stopped container is empty too.
+    CHECK_FALSE(tasks.contains(exiting));
+    return;
+  }
   CHECK(tasks.contains(exiting));
   CHECK(tasks[exiting].status == "STOPPED");
   CHECK(e->daemons() == std::vector<pid_t>{daemon});

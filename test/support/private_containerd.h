@@ -111,7 +111,8 @@ class PrivateContainerd {
 
   // Runs `ctr --address <address()> <args...>` and waits for it. Pick a
   // namespace with {"-n", ns, ...}; the default one is "default"
-  // (CONTAINERD_NAMESPACE is removed from ctr's environment).
+  // (CONTAINERD_NAMESPACE is removed from ctr's environment). ctr 2.x's
+  // leading cgroup v1 deprecation warning is dropped from its stderr.
   absl::StatusOr<Result> Ctr(std::vector<std::string> args,
                              Clock::duration timeout = std::chrono::seconds(60));
   // Starts ctr without waiting (e.g. a foreground `ctr run`). options.argv is
