@@ -13,6 +13,11 @@ int RunStart(const Flags& flags);
 // DeleteResponse for (namespace, id) with the container's real exit status.
 int RunDelete(const Flags& flags);
 
+// `-info` (containerd 2.x): reads the runtime options Any from stdin and
+// prints a containerd.types.RuntimeInfo, as runc-v2 does: name, version,
+// the options, and the OCI runtime's `features` JSON.
+int RunInfo(const Flags& flags);
+
 // What the running shim serves (-json for scripts).
 int RunPs(const Flags& flags);
 

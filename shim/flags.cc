@@ -22,7 +22,7 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args) {
   };
   const BoolFlag bool_flags[] = {
       {"debug", &f.debug}, {"json", &f.json}, {"help", &f.help}, {"h", &f.help},
-      {"version", &f.version}, {"v", &f.version},
+      {"version", &f.version}, {"v", &f.version}, {"info", &f.info},
   };
 
   for (size_t i = 0; i < args.size(); ++i) {

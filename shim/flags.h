@@ -20,6 +20,7 @@ struct Flags {
   bool json = false;  // `ps --json`
   bool help = false;
   bool version = false;
+  bool info = false;  // `-info`: containerd 2.x asks for a RuntimeInfo
   std::string action;  // start, delete, ps, serve, ...
 };
 

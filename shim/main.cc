@@ -42,6 +42,9 @@ Flags (containerd passes them Go-style, with one dash):
   -bundle DIR          the container's bundle (delete)
   -debug               log at debug level
   -json                machine-readable output (ps)
+  -info                print a containerd.types.RuntimeInfo (protobuf) for the
+                       runtime options on stdin, with the OCI runtime's features
+                       (containerd 2.x runs it; `ctr plugins inspect-runtime`)
   -h, --help           this text
   -v, --version        the version
 
@@ -72,6 +75,7 @@ int main(int argc, char** argv) {
     fmt::print("containerd-shim-embed-v1 {}\n", SHIM_VERSION);
     return 0;
   }
+  if (flags->info) return shim::RunInfo(*flags);
   const std::string& action = flags->action;
   if (action == "start") return shim::RunStart(*flags);
   if (action == "delete") return shim::RunDelete(*flags);

@@ -2,7 +2,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -21,8 +20,6 @@
 namespace shim {
 namespace {
 
-constexpr size_t kMaxStdin = 1 << 20;
-
 absl::Status WriteProcs(const std::string& dir) {
   const std::string path = dir + "/cgroup.procs";
   base::UniqueFd fd(open(path.c_str(), O_WRONLY | O_CLOEXEC));
@@ -40,35 +37,13 @@ bool IsDir(const std::string& path) {
 
 }  // namespace
 
-std::string ShimCgroupFromStdin(int fd, int timeout_ms, std::string* why) {
-  if (isatty(fd)) return "";
-  std::string bytes;
-  char buf[4096];
-  while (bytes.size() < kMaxStdin) {
-    pollfd p{fd, POLLIN, 0};
-    int rc = poll(&p, 1, timeout_ms);
-    if (rc < 0 && errno == EINTR) continue;
-    if (rc <= 0) {
-      *why = "stdin: no EOF in time";
-      return "";
-    }
-    ssize_t n = read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    bytes.append(buf, static_cast<size_t>(n));
-  }
-  if (bytes.empty()) return "";
-  google::protobuf::Any any;
-  if (!any.ParseFromString(bytes)) {
-    *why = fmt::format("stdin: {} bytes that are not a protobuf Any", bytes.size());
+std::string ShimCgroupOf(const google::protobuf::Any& options, std::string* why) {
+  auto decoded = DecodeRuntimeOptions(options);
+  if (!decoded.ok()) {
+    *why = std::string(decoded.status().message());
     return "";
   }
-  auto options = DecodeRuntimeOptions(any);
-  if (!options.ok()) {
-    *why = fmt::format("stdin: {}", options.status().message());
-    return "";
-  }
-  return options->shim_cgroup();
+  return decoded->shim_cgroup();
 }
 
 absl::Status JoinCgroup(const std::string& cgroup, const std::string& root) {

@@ -10,15 +10,14 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "google/protobuf/any.pb.h"
 
 namespace shim {
 
-// The ShimCgroup in the runtime options Any that containerd writes on
-// `start`'s stdin (fd), read until EOF (at most 1 MiB, waiting at most
-// `timeout_ms` for each read). "" when stdin is empty, a terminal, or holds
-// no options this shim decodes (e.g. containerd 2.3's bootstrap parameters);
-// `why` then says what was there, when anything was.
-std::string ShimCgroupFromStdin(int fd, int timeout_ms, std::string* why);
+// The ShimCgroup of the runtime options containerd sent on `start`'s stdin
+// (shim/start_input.h reads them). "" when they have none, or are of a type
+// this shim does not decode; `why` then says so.
+std::string ShimCgroupOf(const google::protobuf::Any& options, std::string* why);
 
 // Moves the calling process into `cgroup`, a path from the cgroup root as
 // runc-v2 takes it ("/podruntime/shim"): with cgroup v2, <root>/<cgroup>;

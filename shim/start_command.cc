@@ -19,14 +19,14 @@
 #include "shim/paths.h"
 #include "shim/shim_cgroup.h"
 #include "shim/start_fast.h"
+#include "shim/start_input.h"
+#include "shim/task_api_version.h"
 #include "ttrpc/client.h"
 
 namespace shim {
 namespace {
 
 constexpr int kReadyTimeoutMs = 20000;
-// containerd writes the options and closes stdin at once.
-constexpr int kStdinTimeoutMs = 2000;
 // Installed next to this binary.
 constexpr char kKeeperBinary[] = "containerd-shim-embed-v1-keeper";
 
@@ -98,9 +98,11 @@ absl::StatusOr<std::string> ServeNamespace(const InstancePaths& paths, const std
 // The ShimCgroup of the options on stdin, joined before the keeper is
 // forked so that it and every server inherit it (shim/shim_cgroup.h). Never
 // fails the start: what went wrong goes to the shim's log.
-void JoinShimCgroupForLaunch(const Flags& flags, const InstancePaths& paths) {
+void JoinShimCgroupForLaunch(const Flags& flags, const InstancePaths& paths,
+                             const StartInput& input) {
+  if (!input.options) return;
   std::string why;
-  std::string cgroup = ShimCgroupFromStdin(STDIN_FILENO, kStdinTimeoutMs, &why);
+  std::string cgroup = ShimCgroupOf(*input.options, &why);
   if (cgroup.empty() && why.empty()) return;
   Log::Init(paths.log, flags.debug);  // stdout and stderr are containerd's address
   if (cgroup.empty()) {
@@ -122,6 +124,17 @@ int RunStart(const Flags& flags) {
     return 1;
   }
   if (std::optional<int> rc = StartIfServing(flags)) return *rc;
+  // Read for what it is (options Any, or 2.3's BootstrapParams), so that
+  // neither is ever taken for the other.
+  absl::StatusOr<std::string> stdin_bytes = ReadStartStdin();
+  absl::StatusOr<StartInput> input =
+      stdin_bytes.ok() ? ParseStartInput(*stdin_bytes, flags) : stdin_bytes.status();
+  if (!input.ok()) {
+    fmt::print(stderr, "start: {}\n", input.status());
+    return 1;
+  }
+  // 2.3+ says so itself; before, containerd's executable tells.
+  const int task_api = input->bootstrap ? 3 : TaskApiVersionOf(flags.publish_binary);
   InstancePaths paths = PathsFor(flags.address);
   if (absl::Status st = MakeInstanceDir(paths); !st.ok()) {
     fmt::print(stderr, "start: {}\n", st);
@@ -147,7 +160,7 @@ int RunStart(const Flags& flags) {
       address = *served;
     }
   } else {
-    JoinShimCgroupForLaunch(flags, paths);
+    JoinShimCgroupForLaunch(flags, paths, *input);
     if (absl::Status st = SpawnDaemon(flags, paths); !st.ok()) {
       fmt::print(stderr, "start: {}\n", st);
       return 1;
@@ -159,8 +172,9 @@ int RunStart(const Flags& flags) {
     fmt::print(stderr, "start: {}\n", st);
     return 1;
   }
-  // containerd reads all of stdout as the address: print nothing else.
-  fmt::print("{}", address);
+  // containerd reads all of stdout as the address (or, 2.x, the bootstrap
+  // JSON): print nothing else.
+  fmt::print("{}", StartAnswer(address, task_api));
   return 0;
 }
 

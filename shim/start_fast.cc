@@ -10,6 +10,7 @@
 #include "base/unique_fd.h"
 #include "shim/instance_lock.h"
 #include "shim/paths.h"
+#include "shim/task_api_version.h"
 #include "ttrpc/unix_socket.h"
 
 namespace shim {
@@ -43,8 +44,9 @@ std::optional<int> StartIfServing(const Flags& flags) {
     std::fprintf(stderr, "start: %s\n", st.ToString().c_str());
     return 1;
   }
-  // containerd reads all of stdout as the address: print nothing else.
-  std::fputs(address.c_str(), stdout);
+  // containerd reads all of stdout as the address (or, 2.x, the bootstrap
+  // JSON): print nothing else.
+  std::fputs(StartAnswer(address, TaskApiVersionOf(flags.publish_binary)).c_str(), stdout);
   return 0;
 }
 

@@ -583,6 +583,8 @@ absl::Status Runc::Resume(const std::string& id) const {
   return Run("resume", {id}, nullptr).status();
 }
 
+absl::StatusOr<std::string> Runc::Features() const { return Run("features", {}, nullptr); }
+
 absl::StatusOr<std::vector<pid_t>> Runc::Ps(const std::string& id) const {
   absl::StatusOr<std::string> out = Run("ps", {"--format", "json", id}, nullptr);
   if (!out.ok()) return out.status();

@@ -176,6 +176,9 @@ class Runc {
   // update --resources - ID, with `resources_json` (an OCI LinuxResources,
   // as containerd sent it) on the runtime's stdin.
   absl::Status Update(const std::string& id, std::string_view resources_json) const;
+  // features: the runtime's Features structure (OCI runtime-spec
+  // features.md), its JSON as printed.
+  absl::StatusOr<std::string> Features() const;
 
  private:
   // Runs `<binary> <global flags> <args...>`; returns its stdout. With

@@ -145,9 +145,10 @@ inline ttrpc::CallOptions CallIn(const std::string& ns) {
 
 class E2E : public ShimFixture {
  public:
-  static std::unique_ptr<E2E> Start(test_support::PrivateContainerdOptions options = {}) {
-    absl::StatusOr<std::unique_ptr<PrivateContainerd>> cd =
-        PrivateContainerd::Start(std::move(options));
+  // On the containerd under test ($EMBED_CONTAINERD; Debian's by default).
+  static std::unique_ptr<E2E> Start(PrivateContainerdOptions o = {}) {
+    UseContainerdUnderTest(o);
+    absl::StatusOr<std::unique_ptr<PrivateContainerd>> cd = PrivateContainerd::Start(o);
     REQUIRE_OK(cd);
     std::unique_ptr<E2E> e(new E2E(std::move(*cd)));
     return e;

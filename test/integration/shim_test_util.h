@@ -35,6 +35,7 @@
 #include "base/unique_fd.h"
 #include "fmt/format.h"
 #include "test/support/fs_util.h"
+#include "test/support/peers.h"
 #include "test/support/private_containerd.h"
 #include "test/support/status_matchers.h"
 #include "test/support/subprocess.h"
@@ -256,6 +257,30 @@ inline pid_t RunDetached(PrivateContainerd& cd, const std::string& ns, const std
   flags.insert(flags.end(), extra_flags.begin(), extra_flags.end());
   CtrOk(cd, RunArgs(ns, flags, rootfs, id, std::move(cmd)));
   return RequireRunning(cd, ns, id);
+}
+
+// ---------------------------------------------------------------------------
+// Which containerd: $EMBED_CONTAINERD (test/support/peers.h). A run whose
+// peer is absent never gets here: the listener in shim_test_util.cc skips it.
+
+inline const test_support::ContainerdUnderTest& UnderTest() {
+  static const test_support::ContainerdUnderTest under_test = [] {
+    absl::StatusOr<test_support::ContainerdUnderTest> c = test_support::ContainerdFromEnv();
+    REQUIRE_OK(c);
+    return *c;
+  }();
+  return under_test;
+}
+
+// `o` set up for the containerd under test: its binaries, its config
+// version, and its bin dir on containerd's PATH after the shim's.
+inline void UseContainerdUnderTest(PrivateContainerdOptions& o) {
+  const test_support::ContainerdUnderTest& c = UnderTest();
+  o.containerd = c.containerd;
+  o.ctr = c.ctr;
+  o.config_version = c.config_version();
+  if (!o.extra_path) o.extra_path = std::vector<std::string>{test_support::DefaultShimDir()};
+  if (!c.bin_dir.empty()) o.extra_path->push_back(c.bin_dir);
 }
 
 // ---------------------------------------------------------------------------

@@ -343,6 +343,7 @@ class Survival : public ShimFixture {
     if (shim_dir.empty()) shim_dir = test_support::DefaultShimDir();
     PrivateContainerdOptions o;
     o.extra_path = std::vector<std::string>{shim_dir};
+    UseContainerdUnderTest(o);  // $EMBED_CONTAINERD; Debian's by default
     absl::StatusOr<std::unique_ptr<PrivateContainerd>> cd = PrivateContainerd::Start(o);
     REQUIRE_OK(cd);
     return std::unique_ptr<Survival>(new Survival(std::move(*cd), shim_dir));

@@ -93,4 +93,28 @@ std::vector<std::string> PeerContainerdNames() {
   return names;
 }
 
+std::string ContainerdUnderTest::Describe() const {
+  if (bin_dir.empty()) return fmt::format("containerd {}.{} (Debian)", major, minor);
+  return fmt::format("containerd {}", VersionOf(name));
+}
+
+absl::StatusOr<ContainerdUnderTest> ContainerdFromEnv() {
+  ContainerdUnderTest c;
+  const char* env = getenv("EMBED_CONTAINERD");
+  if (env == nullptr || *env == '\0' || std::string_view(env) == "debian") return c;
+  absl::StatusOr<PeerRelease> peer = FindPeer(env);
+  if (!peer.ok()) return peer.status();
+  std::vector<std::string> parts = Split(peer->version, '.');
+  if (parts.size() < 2)
+    return absl::InvalidArgumentError(
+        fmt::format("EMBED_CONTAINERD={}: no major.minor version in the name", env));
+  c.name = env;
+  c.major = atoi(parts[0].c_str());
+  c.minor = atoi(parts[1].c_str());
+  c.containerd = peer->Binary("containerd");
+  c.ctr = peer->Binary("ctr");
+  c.bin_dir = peer->bin_dir;
+  return c;
+}
+
 }  // namespace test_support

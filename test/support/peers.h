@@ -34,4 +34,27 @@ absl::StatusOr<PeerRelease> FindPeer(std::string_view name);
 // The containerd releases in PeersDir(), oldest first (e.g. "containerd-v1.7.34").
 std::vector<std::string> PeerContainerdNames();
 
+// The containerd a test suite runs against, from $EMBED_CONTAINERD: a peer's
+// name ("containerd-v2.3.4"), or unset, "" or "debian" for Debian's
+// containerd 1.6 on PATH. meson registers the e2e and survival suites once
+// per version with it (test/integration/meson.build).
+struct ContainerdUnderTest {
+  std::string name = "debian";  // as in $EMBED_CONTAINERD
+  std::string containerd = "containerd";
+  std::string ctr = "ctr";
+  int major = 1, minor = 6;
+  // The peer's bin dir: containerd's PATH, after the shim's, so that its
+  // own containerd-shim-runc-v2 serves io.containerd.runc.v2.
+  std::string bin_dir;
+  bool is_2x() const { return major >= 2; }
+  // containerd's config version (PrivateContainerdOptions::config_version).
+  int config_version() const { return major >= 2 ? 3 : 2; }
+  // For messages and test names: "containerd 2.3.4" or "containerd 1.6 (Debian)".
+  std::string Describe() const;
+};
+
+// NotFound (saying where it looked) when $EMBED_CONTAINERD names a peer
+// whose archive is absent: the suite then skips with that reason.
+absl::StatusOr<ContainerdUnderTest> ContainerdFromEnv();
+
 }  // namespace test_support

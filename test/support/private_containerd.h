@@ -63,6 +63,11 @@ struct PrivateContainerdOptions {
   std::string tini = "tini";
   // TOML appended verbatim to the generated config.toml.
   std::string extra_config;
+  // The config's `version`: 2 for containerd 1.6 and 1.7, 3 for 2.x (whose
+  // CRI plugins have other ids, and whose NRI socket is host-wide).
+  int config_version = 2;
+  // Leave the CRI plugins (and on 2.x NRI) disabled: ctr needs neither.
+  bool disable_cri = true;
   std::string log_level = "debug";
   Clock::duration start_timeout = std::chrono::seconds(30);
   Clock::duration stop_timeout = std::chrono::seconds(15);
@@ -106,7 +111,8 @@ class PrivateContainerd {
 
   // Runs `ctr --address <address()> <args...>` and waits for it. Pick a
   // namespace with {"-n", ns, ...}; the default one is "default"
-  // (CONTAINERD_NAMESPACE is removed from ctr's environment).
+  // (CONTAINERD_NAMESPACE is removed from ctr's environment). ctr 2.x's
+  // leading cgroup v1 deprecation warning is dropped from its stderr.
   absl::StatusOr<Result> Ctr(std::vector<std::string> args,
                              Clock::duration timeout = std::chrono::seconds(60));
   // Starts ctr without waiting (e.g. a foreground `ctr run`). options.argv is

@@ -250,49 +250,22 @@ TEST_CASE("options: what reaches runc's command line", "[unit][options]") {
   CHECK_FALSE(create.no_new_keyring);
 }
 
-// start's stdin as containerd fills it: the options Any, then EOF.
-std::string ShimCgroupThroughPipe(const std::string& bytes, std::string* why) {
-  int p[2];
-  REQUIRE(pipe2(p, O_CLOEXEC) == 0);
-  REQUIRE(write(p[1], bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()));
-  close(p[1]);
-  std::string cgroup = shim::ShimCgroupFromStdin(p[0], 2000, why);
-  close(p[0]);
-  return cgroup;
-}
-
-TEST_CASE("options: start's stdin gives the ShimCgroup", "[unit][options][cgroup]") {
+TEST_CASE("options: the ShimCgroup of start's options", "[unit][options][cgroup]") {
   std::string why;
   containerd::runc::v1::Options o;
   o.set_shim_cgroup("/podruntime/embed");
-  CHECK(ShimCgroupThroughPipe(AnyOf(o).SerializeAsString(), &why) == "/podruntime/embed");
+  CHECK(shim::ShimCgroupOf(AnyOf(o), &why) == "/podruntime/embed");
   CHECK(why.empty());
 
   containerd::linux::runc::CreateOptions c;
   c.set_shim_cgroup("/from/create-options");
-  CHECK(ShimCgroupThroughPipe(AnyOf(c).SerializeAsString(), &why) == "/from/create-options");
+  CHECK(shim::ShimCgroupOf(AnyOf(c), &why) == "/from/create-options");
 
-  // No options (containerd: empty stdin): nothing, and nothing to say.
-  CHECK(ShimCgroupThroughPipe("", &why).empty());
-  CHECK(why.empty());
-  // Something that is not our options: nothing, with the reason.
+  // Options of a type this shim does not read: nothing, with the reason.
   google::protobuf::Any other;
-  other.set_type_url("container-id");  // what 2.3's BootstrapParams looks like as an Any
-  other.set_value("namespace");
-  CHECK(ShimCgroupThroughPipe(other.SerializeAsString(), &why).empty());
-  CHECK(why.find("container-id are not supported") != std::string::npos);
-  why.clear();
-  CHECK(ShimCgroupThroughPipe("\xff\xff", &why).empty());
-  CHECK(why.find("not a protobuf Any") != std::string::npos);
-
-  // A writer that never closes does not hold start up.
-  int p[2];
-  REQUIRE(pipe2(p, O_CLOEXEC) == 0);
-  why.clear();
-  CHECK(shim::ShimCgroupFromStdin(p[0], 10, &why).empty());
-  CHECK(why == "stdin: no EOF in time");
-  close(p[0]);
-  close(p[1]);
+  other.set_type_url("acme.Options");
+  CHECK(shim::ShimCgroupOf(other, &why).empty());
+  CHECK(why.find("acme.Options are not supported") != std::string::npos);
 }
 
 TEST_CASE("options: JoinCgroup on v1 hierarchies and on v2", "[unit][options][cgroup]") {
