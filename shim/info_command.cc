@@ -10,7 +10,7 @@
 #include "google/protobuf/any.pb.h"
 #include "shim/commands.h"
 #include "shim/oci/runc.h"
-#include "shim/runtime_info.pb.h"
+#include "shim/introspection.pb.h"
 #include "shim/runtime_options.h"
 #include "shim/start_input.h"
 
