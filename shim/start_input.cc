@@ -23,6 +23,24 @@ bool IsRuntimeOptionsType(std::string_view type_url) {
   return false;
 }
 
+// Whether fields 1 and 2 of `bytes` are -id and -namespace, as in a
+// BootstrapParams for this task. Read as raw fields: an Any's value (the
+// options) need not be UTF-8, and decoding it as a string field would fail
+// with a protobuf error on stderr.
+bool NamesThisTask(std::string_view bytes, const Flags& flags) {
+  google::protobuf::UnknownFieldSet fields;
+  if (flags.id.empty() || !fields.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
+    return false;
+  std::string_view id, ns;
+  for (int i = 0; i < fields.field_count(); ++i) {
+    const google::protobuf::UnknownField& f = fields.field(i);
+    if (f.type() != google::protobuf::UnknownField::TYPE_LENGTH_DELIMITED) continue;
+    if (f.number() == 1) id = f.length_delimited();
+    if (f.number() == 2) ns = f.length_delimited();
+  }
+  return id == flags.id && ns == flags.namespace_;
+}
+
 }  // namespace
 
 absl::StatusOr<StartInput> ParseStartInput(std::string_view bytes, const Flags& flags) {
@@ -30,15 +48,7 @@ absl::StatusOr<StartInput> ParseStartInput(std::string_view bytes, const Flags& 
   if (bytes.empty()) return input;
   const int size = static_cast<int>(bytes.size());
   containerd::runtime::bootstrap::v1::BootstrapParams params;
-  const bool is_params = params.ParseFromArray(bytes.data(), size);
-  // An Any has fields 1 and 2 only: anything more (containerd's version,
-  // addresses, extensions) is not one.
-  google::protobuf::Any any;
-  const bool is_any = any.ParseFromArray(bytes.data(), size) &&
-                      any.GetReflection()->GetUnknownFields(any).empty();
-
-  if (is_params && !flags.id.empty() && params.instance_id() == flags.id &&
-      params.namespace_() == flags.namespace_) {
+  if (NamesThisTask(bytes, flags) && params.ParseFromArray(bytes.data(), size)) {
     for (const auto& extension : params.extensions()) {
       if (extension.has_value() && IsRuntimeOptionsType(extension.value().type_url())) {
         input.options = extension.value();
@@ -48,11 +58,14 @@ absl::StatusOr<StartInput> ParseStartInput(std::string_view bytes, const Flags& 
     input.bootstrap = std::move(params);
     return input;
   }
-  if (is_any) {
+  // An Any has fields 1 and 2 only: anything more (containerd's version,
+  // addresses, extensions) is not one.
+  google::protobuf::Any any;
+  if (any.ParseFromArray(bytes.data(), size) && any.GetReflection()->GetUnknownFields(any).empty()) {
     input.options = std::move(any);
     return input;
   }
-  if (is_params)
+  if (params.ParseFromArray(bytes.data(), size))
     return absl::InvalidArgumentError(fmt::format(
         "stdin is a BootstrapParams for task {:?} in namespace {:?}, not for -id {:?} "
         "-namespace {:?}",

@@ -15,6 +15,7 @@
 #include "base/absl_fmt.h"
 #include "base/errno_status.h"
 #include "fmt/format.h"
+#include "shim/oci/fork_blocked.h"
 
 namespace shim::oci {
 namespace {
@@ -197,18 +198,12 @@ absl::StatusOr<StartedLogger> StartLogger(const LoggerCommand& command,
   std::copy(std::begin(fds), std::end(fds), plan.fds);
   plan.report_fd = report->write.get();
 
-  // All signals blocked around fork(), so that no handler of ours runs in a
-  // child; the logger unblocks them just before it execs.
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  const pid_t intermediate = fork();
-  if (intermediate == 0) Intermediate(&plan);
-  const int fork_errno = errno;
-  pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  if (intermediate < 0) return failed(base::ErrnoStatus("fork", fork_errno));
+  // The logger unblocks the signals just before it execs.
+  absl::StatusOr<pid_t> intermediate =
+      ForkSignalsBlocked("logger", [&plan] { Intermediate(&plan); });
+  if (!intermediate.ok()) return failed(intermediate.status());
   int status = 0;
-  while (waitpid(intermediate, &status, 0) < 0 && errno == EINTR) {
+  while (waitpid(*intermediate, &status, 0) < 0 && errno == EINTR) {
   }
   // The logger has its own copies now; ours would hide its EOFs.
   report->write.Reset();

@@ -23,6 +23,7 @@
 #include "base/absl_fmt.h"
 #include "base/errno_status.h"
 #include "fmt/format.h"
+#include "shim/oci/fork_blocked.h"
 #include "nlohmann/json.hpp"
 
 extern char** environ;
@@ -324,14 +325,9 @@ absl::StatusOr<pid_t> SpawnGated(ExecPlan& plan, const SpawnHook& hook, std::str
   plan.gate_fd = gate->read.get();
   plan.error_fd = error->write.get();
 
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  const pid_t pid = fork();
-  if (pid == 0) ExecChild(&plan);
-  const int fork_errno = errno;
-  pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  if (pid < 0) return base::ErrnoStatus(fmt::format("{}: fork", what), fork_errno);
+  absl::StatusOr<pid_t> forked = ForkSignalsBlocked(what, [&plan] { ExecChild(&plan); });
+  if (!forked.ok()) return forked.status();
+  const pid_t pid = *forked;
   gate->read.Reset();
   error->write.Reset();
 

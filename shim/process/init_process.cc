@@ -54,6 +54,22 @@ bool InitProcess::restore_pending() const {
   return !container_.base().restore_checkpoint().empty() && !container_.base().started();
 }
 
+// TaskCreate, as runc-v2 sends it: the pid (0 for a restore, which runs at
+// Start) and the checkpoint it restores from.
+void InitProcess::PublishCreated(const task::CreateTaskRequest& req) {
+  events::TaskCreate ev;
+  ev.set_container_id(container_.id());
+  ev.set_bundle(container_.bundle());
+  *ev.mutable_rootfs() = req.rootfs();
+  ev.mutable_io()->set_stdin(req.stdin());
+  ev.mutable_io()->set_stdout(req.stdout());
+  ev.mutable_io()->set_stderr(req.stderr());
+  ev.mutable_io()->set_terminal(req.terminal());
+  ev.set_pid(pid_);
+  ev.set_checkpoint(container_.base().restore_checkpoint());
+  container_.env().events.Publish(container_.ns(), "/tasks/create", ev);
+}
+
 void InitProcess::Create(bool replayed, const task::CreateTaskRequest& req, Then<pid_t> then) {
   Environment& env = container_.env();
   if (restore_pending()) {
@@ -61,16 +77,7 @@ void InitProcess::Create(bool replayed, const task::CreateTaskRequest& req, Then
     // restore`; until then the init has no pid.
     Apply(Event::kCreated);
     container_.Persist();
-    events::TaskCreate ev;
-    ev.set_container_id(container_.id());
-    ev.set_bundle(container_.bundle());
-    *ev.mutable_rootfs() = req.rootfs();
-    ev.mutable_io()->set_stdin(req.stdin());
-    ev.mutable_io()->set_stdout(req.stdout());
-    ev.mutable_io()->set_stderr(req.stderr());
-    ev.mutable_io()->set_terminal(req.terminal());
-    ev.set_checkpoint(container_.base().restore_checkpoint());
-    env.events.Publish(container_.ns(), "/tasks/create", ev);
+    PublishCreated(req);
     LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "created for a restore from {}",
            container_.base().restore_checkpoint());
     return then(pid());
@@ -109,16 +116,7 @@ void InitProcess::Create(bool replayed, const task::CreateTaskRequest& req, Then
         container_.WatchOom(/*recovered=*/false);
         container_.Persist();
 
-        events::TaskCreate ev;
-        ev.set_container_id(container_.id());
-        ev.set_bundle(container_.bundle());
-        *ev.mutable_rootfs() = req.rootfs();
-        ev.mutable_io()->set_stdin(req.stdin());
-        ev.mutable_io()->set_stdout(req.stdout());
-        ev.mutable_io()->set_stderr(req.stderr());
-        ev.mutable_io()->set_terminal(req.terminal());
-        ev.set_pid(pid_);
-        env.events.Publish(container_.ns(), "/tasks/create", ev);
+        PublishCreated(req);
         LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "created pid={}", pid_);
         then(pid());
       });
@@ -393,6 +391,7 @@ void InitProcess::StartRestore(bool replayed, Then<pid_t> then) {
         container_.mutable_base().set_logger_pid(s.logger_pid);
         container_.mutable_base().set_logger_start_boottime(s.logger_start_boottime);
         Apply(Event::kStarted);
+        container_.WatchOom(/*recovered=*/false);
         MarkStarted();  // TaskStart, then the record
         LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "restored pid={}", pid_);
         container_.router().EndSpawn(pid());

@@ -156,6 +156,7 @@ class InitProcess final : public Process {
   // Start of a Create that asked for a restore: `runc restore`, whose
   // processes are tracked from birth, as an exec's.
   void StartRestore(bool replayed, Then<pid_t> then);
+  void PublishCreated(const containerd::task::v2::CreateTaskRequest& req);
   bool restore_pending() const;
   // The exit of an init without a pid namespace of its own waits for `runc
   // kill --all` (on a worker); the exit stays in the monitor's map

@@ -31,6 +31,17 @@ constexpr std::chrono::milliseconds kConsoleTimeout = std::chrono::seconds(30);
 oci::Runc RuncFor(const embedshim::ContainerRecord& c) { return oci::Runc(RuncConfigFor(c)); }
 std::string RootfsOf(const embedshim::ContainerRecord& c) { return c.bundle() + "/rootfs"; }
 
+// Mounts what containerd sent as the container's rootfs, if anything;
+// true when something was mounted (and must be unmounted on failure).
+absl::StatusOr<bool> MountRootfsOf(const embedshim::ContainerRecord& r) {
+  std::vector<oci::Mount> mounts;
+  for (const auto& m : r.rootfs())
+    mounts.push_back({m.type(), m.source(), {m.options().begin(), m.options().end()}});
+  if (mounts.empty()) return false;
+  if (absl::Status st = oci::MountRootfs(mounts, RootfsOf(r)); !st.ok()) return st;
+  return true;
+}
+
 // Stdio for a new process: containerd's fifos for the process itself, or,
 // with a terminal, a console socket for the runtime and the fifos for the
 // keeper to copy to and from the pty.
@@ -128,15 +139,10 @@ void StopLoggerOf(const embedshim::ContainerRecord& r) {
 }
 
 absl::StatusOr<Spawned> RuncRuntime::Create(const embedshim::ContainerRecord& r, bool replayed) {
-  const std::string rootfs = RootfsOf(r);
-  std::vector<oci::Mount> mounts;
-  for (const auto& m : r.rootfs())
-    mounts.push_back({m.type(), m.source(), {m.options().begin(), m.options().end()}});
-  if (!mounts.empty()) {
-    if (absl::Status st = oci::MountRootfs(mounts, rootfs); !st.ok()) return st;
-  }
+  absl::StatusOr<bool> mounted = MountRootfsOf(r);
+  if (!mounted.ok()) return mounted.status();
   auto undo_mounts = [&] {
-    if (!mounts.empty()) (void)oci::UnmountRootfs(rootfs);
+    if (*mounted) (void)oci::UnmountRootfs(RootfsOf(r));
   };
   oci::Runc runc = RuncFor(r);
   oci::CreateOptions options;
@@ -295,15 +301,10 @@ absl::Status RuncRuntime::Checkpoint(const embedshim::ContainerRecord& r,
 
 absl::StatusOr<Spawned> RuncRuntime::Restore(const embedshim::ContainerRecord& r,
                                              const std::function<absl::Status(pid_t)>& on_spawned) {
-  const std::string rootfs = RootfsOf(r);
-  std::vector<oci::Mount> mounts;
-  for (const auto& m : r.rootfs())
-    mounts.push_back({m.type(), m.source(), {m.options().begin(), m.options().end()}});
-  if (!mounts.empty()) {
-    if (absl::Status st = oci::MountRootfs(mounts, rootfs); !st.ok()) return st;
-  }
+  absl::StatusOr<bool> mounted = MountRootfsOf(r);
+  if (!mounted.ok()) return mounted.status();
   auto undo_mounts = [&] {
-    if (!mounts.empty()) (void)oci::UnmountRootfs(rootfs);
+    if (*mounted) (void)oci::UnmountRootfs(RootfsOf(r));
   };
   auto stdio = PrepareStdio({r.stdin(), r.stdout(), r.stderr()}, r.terminal(), StdioOptionsFor(r));
   if (!stdio.ok()) {

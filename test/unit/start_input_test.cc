@@ -93,6 +93,36 @@ TEST_CASE("start stdin: the options Any of 1.6-2.2 is read as options, never as 
   }
 }
 
+// containerd 1.6 reads start's stdout and stderr together as the address: a
+// protobuf complaint on stderr breaks every Create. Options whose value is
+// not UTF-8 (IoUid 100000, as `ctr run --uidmap` sends) once caused one.
+TEST_CASE("start stdin: options that are not UTF-8 are read without a word on stderr",
+          "[start_input]") {
+  containerd::runc::v1::Options o;
+  o.set_io_uid(100000);
+  o.set_io_gid(100000);
+  google::protobuf::Any any;
+  any.PackFrom(o);
+  int p[2];
+  REQUIRE(pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0);
+  const int saved = dup(STDERR_FILENO);
+  REQUIRE(dup2(p[1], STDERR_FILENO) == STDERR_FILENO);
+  absl::StatusOr<shim::StartInput> in =
+      shim::ParseStartInput(any.SerializeAsString(), StartFlags("c1", "default"));
+  dup2(saved, STDERR_FILENO);
+  close(saved);
+  char buf[512];
+  const ssize_t said = read(p[0], buf, sizeof buf);
+  close(p[0]);
+  close(p[1]);
+  CHECK(said < 0);  // EAGAIN: nothing written
+  REQUIRE(in.ok());
+  REQUIRE(in->options.has_value());
+  containerd::runc::v1::Options back;
+  REQUIRE(in->options->UnpackTo(&back));
+  CHECK(back.io_uid() == 100000);
+}
+
 TEST_CASE("start stdin: a BootstrapParams without options, nothing, and garbage", "[start_input]") {
   BootstrapParams p;
   p.set_instance_id("c2");
