@@ -1,12 +1,17 @@
 // The init process of a container: runc create, start, kill, pause, resume
 // and delete, each a legal transition (state.h) or a clear error.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <memory>
 #include <utility>
+#include <vector>
 
 #include "base/absl_fmt.h"
 #include "bpf/pidfd.h"
@@ -263,6 +268,15 @@ void InitProcess::ApplyExit(const bpf::ExitRecord& exit) {
     exit_after_execs_ = exit;
     return;
   }
+  if (exit_waits_for_output_) return;  // the monitor reports at least once
+  exit_waits_for_output_ = true;
+  WhenOutputRead([this, exit] {
+    exit_waits_for_output_ = false;
+    FinishExit(exit);
+  });
+}
+
+void InitProcess::FinishExit(const bpf::ExitRecord& exit) {
   SetExit(exit);
   LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "exited pid={} status={}", exit.pid,
          exit_status_);
@@ -280,6 +294,95 @@ void InitProcess::ApplyExit(const bpf::ExitRecord& exit) {
   (void)env.exits.Forget(exit.pid);
   container_.router().Remove(exit.pid, this);
   AnswerWaiters();
+}
+
+// The exit monitor reports an exit in do_exit, before the kernel closes the
+// process's files (and, for a pid namespace's init, before it kills the rest
+// of the namespace), and the TaskExit reached containerd within a
+// millisecond. containerd 1.6's CRI closes a container's output fifos as soon
+// as it handles TaskExit, so its copy, not yet at EOF, lost the output's end
+// ("Failed to pipe stdout of container ...: file already closed"). So the
+// exit waits, first until the init is wholly gone (its pidfd: its files are
+// closed, and so are those of the rest of its pid namespace), then until no
+// output fifo has a reader: containerd closes its reader once it has read to
+// EOF. That close is an inotify event (IN_CLOSE_NOWRITE; the container's own
+// fds are O_RDWR, and so is nothing else's we wait for); whether a reader is
+// left, a non-blocking O_WRONLY open tells (ENXIO: none), and its own close
+// (IN_CLOSE_WRITE) wakes nobody. A reader that never reads, or processes of
+// a shared pid namespace that keep the fifos, cost kOutputReadLimit.
+namespace {
+constexpr absl::Duration kOutputReadLimit = absl::Seconds(1);
+
+bool FifoHasReader(const std::string& path) {
+  base::UniqueFd probe(open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+  return probe.valid();  // ENXIO: no reader; anything else: nothing to wait for
+}
+}  // namespace
+
+void InitProcess::WhenOutputRead(std::function<void()> then) {
+  struct Wait {
+    base::UniqueFd pidfd;    // until the init is wholly gone
+    base::UniqueFd inotify;  // readers' closes
+    std::vector<std::string> fifos;
+    std::function<void()> then;
+    ttrpc::EventLoop* loop;
+    void Check() {
+      if (pidfd.valid()) return;
+      if (std::none_of(fifos.begin(), fifos.end(), FifoHasReader)) Fire();
+    }
+    void Fire() {
+      if (!then) return;
+      for (base::UniqueFd* fd : {&pidfd, &inotify}) {
+        if (fd->valid()) loop->Remove(fd->get());
+        fd->Reset();
+      }
+      std::exchange(then, nullptr)();
+    }
+  };
+  ttrpc::EventLoop& loop = container_.env().loop;
+  auto wait = std::make_shared<Wait>(Wait{{}, {}, {}, std::move(then), &loop});
+  for (const std::string* path : {&stdout_path(), &stderr_path()}) {
+    struct stat st;
+    if (!path->empty() && (*path)[0] == '/' && stat(path->c_str(), &st) == 0 &&
+        S_ISFIFO(st.st_mode))
+      wait->fifos.push_back(*path);
+  }
+  if (wait->fifos.empty()) return wait->Fire();
+  // Watch first, then look: a reader that closes in between is not missed.
+  wait->inotify.Reset(inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+  if (!wait->inotify) return wait->Fire();
+  for (const std::string& fifo : wait->fifos) {
+    if (inotify_add_watch(wait->inotify.get(), fifo.c_str(), IN_CLOSE_NOWRITE) < 0)
+      return wait->Fire();
+  }
+  if (absl::Status st = loop.Add(wait->inotify.get(), EPOLLIN,
+                                 [wait](uint32_t) {
+                                   char buf[4096];
+                                   while (read(wait->inotify.get(), buf, sizeof buf) > 0) {
+                                   }
+                                   wait->Check();
+                                 });
+      !st.ok())
+    return wait->Fire();
+  if (auto pidfd = bpf::PidfdIfSameLive(pid(), start_boottime_); pidfd.ok()) {
+    wait->pidfd = std::move(*pidfd);
+    if (absl::Status st = loop.Add(wait->pidfd.get(), EPOLLIN,
+                                   [wait](uint32_t) {
+                                     wait->loop->Remove(wait->pidfd.get());
+                                     wait->pidfd.Reset();
+                                     wait->Check();
+                                   });
+        !st.ok())
+      return wait->Fire();
+  }
+  wait->Check();
+  if (!wait->then) return;
+  loop.RunAfter(kOutputReadLimit, [wait, ns = container_.ns(), id = container_.id()] {
+    if (!wait->then) return;
+    LogFor(LogLevel::kWarn, ns, id, "the output is still held {} ms after the exit; reporting it",
+           absl::ToInt64Milliseconds(kOutputReadLimit));
+    wait->Fire();
+  });
 }
 
 void InitProcess::WhenGone(std::function<void()> then) {

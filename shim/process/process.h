@@ -150,6 +150,10 @@ class InitProcess final : public Process {
   // Runs `then` once the exited init is wholly gone (see WhenInitGone in
   // init_process.cc).
   void WhenGone(std::function<void()> then);
+  // Runs `then` once no output fifo has a reader left (see init_process.cc).
+  void WhenOutputRead(std::function<void()> then);
+  // The exit's second half: state, TaskExit, record, waiters.
+  void FinishExit(const bpf::ExitRecord& exit);
   // Exited while execs ran: applied once the last of them is gone.
   std::optional<bpf::ExitRecord> exit_after_execs_;
 
@@ -166,6 +170,8 @@ class InitProcess final : public Process {
   bool killed_all_ = false;
   bool kill_all_in_flight_ = false;
   std::optional<bpf::ExitRecord> exit_after_kill_all_;
+  // The exit waits in WhenOutputRead (a repeated report of it is ignored).
+  bool exit_waits_for_output_ = false;
 };
 
 // One exec: recorded by Exec, `runc exec --detach` at Start.
