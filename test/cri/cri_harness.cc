@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <utility>
 
@@ -177,6 +178,12 @@ absl::StatusOr<std::vector<CritestSpec>> ParseJunit(const std::string& xml) {
   }
   if (specs.empty()) return absl::InvalidArgumentError("JUnit report lists no spec");
   return specs;
+}
+
+void SkipRun(const absl::Status& why) {
+  fmt::print("SKIP: {}\n", std::string(why.message()));
+  std::fflush(stdout);
+  std::_Exit(77);
 }
 
 std::vector<std::string> CritestReport::Failed() const {

@@ -119,6 +119,10 @@ absl::StatusOr<std::string> CriConfig(int version, const std::string& registry,
 // the ```toml fence after "<!-- cri-config: version N -->" and the next fence.
 absl::StatusOr<std::string> DocumentedRuntimeHandler(int version);
 
+// A prerequisite is absent (Start's NotFound): the run skips as a whole
+// (exit 77: meson's SKIP; run-catch passes it on), saying why.
+[[noreturn]] void SkipRun(const absl::Status& why);
+
 // Parses a ginkgo v2 JUnit report; specs only ("[It] " testcases).
 absl::StatusOr<std::vector<CritestSpec>> ParseJunit(const std::string& xml);
 

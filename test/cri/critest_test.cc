@@ -76,10 +76,7 @@ void Print(const CritestReport& r) {
 
 void RunEmbed(const std::string& peer) {
   absl::StatusOr<std::unique_ptr<CriHarness>> h = CriHarness::Start({.containerd_peer = peer});
-  if (absl::IsNotFound(h.status())) {
-    WARN("skipped: " << h.status().message());
-    return;
-  }
+  if (absl::IsNotFound(h.status())) test_support::SkipRun(h.status());
   REQUIRE_OK(h);
   for (const Skip& s : kEmbedSkips) fmt::print("skipping /{}/: {}\n", s.regex, s.why);
   CritestOptions o;
@@ -106,10 +103,7 @@ TEST_CASE("critest: embed passes on containerd 2.3.4", "[critest][embed][2.x]") 
 TEST_CASE("critest: embed passes every spec runc passes, on one daemon", "[.compare]") {
   const std::string peer = Env("CRITEST_CONTAINERD");
   absl::StatusOr<std::unique_ptr<CriHarness>> h = CriHarness::Start({.containerd_peer = peer});
-  if (absl::IsNotFound(h.status())) {
-    WARN("skipped: " << h.status().message());
-    return;
-  }
+  if (absl::IsNotFound(h.status())) test_support::SkipRun(h.status());
   REQUIRE_OK(h);
   CritestOptions o;
   o.focus = Env("CRITEST_FOCUS");
