@@ -300,8 +300,28 @@ absl::StatusOr<std::unique_ptr<CriHarness>> CriHarness::Start(CriHarnessOptions 
 }
 
 CriHarness::~CriHarness() {
+  std::string instance;
+  if (containerd_) {
+    // The shim's instance (the contract in shim/paths.h: FNV-1a of
+    // containerd's address), which a shim killed by the teardown leaves.
+    uint64_t h = 1469598103934665603ull;
+    for (unsigned char c : containerd_->address()) {
+      h ^= c;
+      h *= 1099511628211ull;
+    }
+    instance = fmt::format("{:016x}", h);
+  }
   containerd_.reset();  // first: its teardown kills containers and shims
   if (registry_) (void)registry_->Kill(SIGTERM, DeadlineIn(std::chrono::seconds(5)));
+  if (instance.empty()) return;
+  const char* run = std::getenv("EMBED_SHIM_RUN_DIR");
+  for (const std::string& leftover :
+       {fmt::format("{}/{}", run && *run ? run : "/run/containerd-embed", instance),
+        fmt::format("/sys/fs/bpf/containerd-embed/{}", instance)}) {
+    if (!Exists(leftover)) continue;
+    if (absl::Status s = RemoveTree(leftover); !s.ok())
+      fmt::print(stderr, "CriHarness teardown: removing {}: {}\n", leftover, s.ToString());
+  }
 }
 
 std::string CriHarness::endpoint() const { return "unix://" + containerd_->address(); }
