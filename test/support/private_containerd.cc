@@ -358,7 +358,15 @@ absl::Status PrivateContainerd::CleanupContainers() {
 }
 
 void RemoveRuncNamespaceRoot(const std::string& ns) {
-  if (ns != "default") (void)rmdir(("/run/containerd/runc/" + ns).c_str());  // only if empty
+  if (ns == "default") return;
+  (void)rmdir(("/run/containerd/runc/" + ns).c_str());  // only if empty
+  // ctr's default cgroupsPath is /<ns>/<id>: runc removes <id>, not <ns>.
+  std::unique_ptr<DIR, int (*)(DIR*)> root(opendir("/sys/fs/cgroup"), closedir);
+  if (root == nullptr) return;
+  while (dirent* e = readdir(root.get())) {
+    if (e->d_name[0] == '.') continue;
+    (void)rmdir(fmt::format("/sys/fs/cgroup/{}/{}", e->d_name, ns).c_str());  // only if empty
+  }
 }
 
 absl::Status PrivateContainerd::Shutdown() {

@@ -148,8 +148,9 @@ class PrivateContainerd {
 };
 
 // runc and crun leave their (empty) per-namespace root,
-// /run/containerd/runc/<ns>, behind, as they do under runc-v2. Tests use
-// namespaces of their own and remove it when they are done.
+// /run/containerd/runc/<ns>, and the namespace's cgroup /<ns> (ctr's default
+// cgroupsPath is /<ns>/<id>) behind, as they do under runc-v2. Tests use
+// namespaces of their own and remove both (when empty) when they are done.
 void RemoveRuncNamespaceRoot(const std::string& ns);
 
 }  // namespace test_support
