@@ -68,8 +68,43 @@ std::string Env(const char* name) {
   return v != nullptr ? v : "";
 }
 
-// Copies critest's and containerd's logs out of the harness before its
-// teardown removes them.
+constexpr char kServerName[] = "containerd-shim-embed-v1-server";
+constexpr char kKeeperName[] = "containerd-shim-embed-v1-keeper";
+
+std::vector<std::string> Cmdline(pid_t pid) {
+  absl::StatusOr<std::string> raw = test_support::ReadFile(fmt::format("/proc/{}/cmdline", pid));
+  if (!raw.ok()) return {};
+  return test_support::Split(*raw, '\0');
+}
+
+std::vector<pid_t> AllPids() {
+  std::vector<pid_t> out;
+  std::unique_ptr<DIR, int (*)(DIR*)> d(opendir("/proc"), &closedir);
+  if (!d) return out;
+  while (dirent* e = readdir(d.get())) {
+    char* end = nullptr;
+    long pid = std::strtol(e->d_name, &end, 10);
+    if (pid > 0 && *end == '\0') out.push_back(static_cast<pid_t>(pid));
+  }
+  return out;
+}
+
+// The shim's log (shim.log of its instance) for the shim serving
+// `containerd_address`: the keeper's argv is `keeper SOCKET LOG -- SERVER_ARGV`,
+// the server's part naming the address. "" when no keeper runs.
+std::string ShimLogOf(const std::string& containerd_address) {
+  for (pid_t pid : AllPids()) {
+    std::vector<std::string> argv = Cmdline(pid);
+    if (argv.size() < 4 || !argv[0].ends_with(kKeeperName)) continue;
+    if (std::find(argv.begin(), argv.end(), containerd_address) != argv.end() ||
+        std::find(argv.begin(), argv.end(), "-address=" + containerd_address) != argv.end())
+      return argv[2];
+  }
+  return "";
+}
+
+// Copies critest's, containerd's and the shim's logs out of the harness
+// before its teardown removes them.
 void KeepLogs(CriHarness& h, const CritestReport& r) {
   std::string dir = Env("CRI_LOG_DIR");
   if (dir.empty()) dir = "/tmp/cri-logs";
@@ -77,7 +112,10 @@ void KeepLogs(CriHarness& h, const CritestReport& r) {
   if (!test_support::MakeDirs(dir).ok()) return;
   for (const auto& [from, to] : {std::pair{r.output_path, std::string("critest.log")},
                                  std::pair{h.containerd().log_path(),
-                                           std::string("containerd.log")}}) {
+                                           std::string("containerd.log")},
+                                 std::pair{ShimLogOf(h.containerd().address()),
+                                           std::string("shim.log")}}) {
+    if (from.empty()) continue;
     absl::StatusOr<std::string> text = test_support::ReadFile(from);
     if (text.ok()) (void)test_support::WriteFile(dir + "/" + to, *text);
   }
@@ -148,14 +186,6 @@ TEST_CASE("critest: embed passes every spec runc passes, on one daemon", "[.comp
 // ---------------------------------------------------------------------------
 // [.kill-storm]: the shim's server SIGKILLed all through a critest run.
 
-constexpr char kServerName[] = "containerd-shim-embed-v1-server";
-
-std::vector<std::string> Cmdline(pid_t pid) {
-  absl::StatusOr<std::string> raw = test_support::ReadFile(fmt::format("/proc/{}/cmdline", pid));
-  if (!raw.ok()) return {};
-  return test_support::Split(*raw, '\0');
-}
-
 // Is `pid` a live server of the embed shim serving `containerd_address`: its
 // executable is containerd-shim-embed-v1-server and its command line has
 // `serve` (a transient `start` or `delete` has not) and that address? Not a
@@ -177,13 +207,8 @@ bool IsServerOf(pid_t pid, const std::string& containerd_address) {
 
 std::vector<pid_t> ServersOf(const std::string& containerd_address) {
   std::vector<pid_t> out;
-  std::unique_ptr<DIR, int (*)(DIR*)> d(opendir("/proc"), &closedir);
-  if (!d) return out;
-  while (dirent* e = readdir(d.get())) {
-    char* end = nullptr;
-    long pid = std::strtol(e->d_name, &end, 10);
-    if (pid > 0 && *end == '\0' && IsServerOf(static_cast<pid_t>(pid), containerd_address))
-      out.push_back(static_cast<pid_t>(pid));
+  for (pid_t pid : AllPids()) {
+    if (IsServerOf(pid, containerd_address)) out.push_back(pid);
   }
   return out;
 }
