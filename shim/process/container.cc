@@ -127,7 +127,11 @@ void Container::PruneDeletedExecs() {
 }
 
 void Container::Recover() {
-  for (auto& [id, e] : execs_) e->Recover();
+  init_.DropOutputHoldsOfDeadServer();
+  for (auto& [id, e] : execs_) {
+    e->Recover();
+    e->DropOutputHoldsOfDeadServer();
+  }
 }
 
 void Container::WatchOom(bool recovered) {
