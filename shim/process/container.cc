@@ -127,11 +127,7 @@ void Container::PruneDeletedExecs() {
 }
 
 void Container::Recover() {
-  init_.DropOutputHoldsOfDeadServer();
-  for (auto& [id, e] : execs_) {
-    e->Recover();
-    e->DropOutputHoldsOfDeadServer();
-  }
+  for (auto& [id, e] : execs_) e->Recover();
 }
 
 void Container::WatchOom(bool recovered) {

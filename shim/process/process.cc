@@ -124,13 +124,6 @@ void Process::HoldOutputWhileStarting() {
   }
 }
 
-void Process::DropOutputHoldsOfDeadServer() {
-  // Only once started: the process (or what it left) has writers of its
-  // own. A start still to be replayed takes its holds again.
-  if (status_ == Status::kCreated || status_ == Status::kCreating) return;
-  for (int n = 0; n < 2; ++n) container_.env().keeper.Drop(KeeperName(fmt::format("hold{}", n)));
-}
-
 void Process::ReleaseOutputHold() {
   FdKeeper& keeper = container_.env().keeper;
   for (const std::string& name : output_holds_) keeper.Drop(name);

@@ -91,9 +91,6 @@ class Process {
   // outcome (or the replayed start's) is known.
   void HoldOutputWhileStarting();
   void ReleaseOutputHold();
-  // At recovery: the holds a dead server took for a start it saw through
-  // (no replay will release them) keep containerd's reader from its EOF.
-  void DropOutputHoldsOfDeadServer();
   // The start's outcome arrived: apply the exit that waited for it.
   void ReleaseHeldExit();
   virtual const std::string& stdin_path() const = 0;
