@@ -32,9 +32,6 @@ struct ExitRecord {
   int64_t exited_at_ns = 0;     // CLOCK_REALTIME ns, for containerd's exited_at
 };
 
-// containerd's exit code for a wait status: the code, or 128 + signal.
-int ExitCode(int wait_status);
-
 struct ExitMonitorStats {
   std::string version;      // this monitor's pinned version (its pin directory's name)
   bool pinned = false;      // the program stays attached without us

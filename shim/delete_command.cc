@@ -84,7 +84,7 @@ task::DeleteResponse DeleteByHand(const InstancePaths& paths, embedshim::Contain
       exited = bpf::ExitMonitor::LookupExited(paths.bpf, pid);
     }
     if (exited.ok() && bpf::SameStart(exited->start_boottime, r.start_boottime())) {
-      exit_status = static_cast<uint32_t>(bpf::ExitCode(exited->wait_status));
+      exit_status = ExitStatusOf(exited->wait_status);
       exited_at = exited->exited_at_ns;
     } else {
       exit_status = 128 + SIGKILL;  // we killed it and could not read its status

@@ -4,6 +4,8 @@
 // an exec, from the process (shim/process/).
 #pragma once
 
+#include <sys/wait.h>
+
 #include <cstdint>
 #include <string>
 
@@ -12,6 +14,12 @@
 #include "shim/state.pb.h"
 
 namespace shim {
+
+// containerd's exit_status for a wait(2) status: the code, or 128 + signal.
+inline uint32_t ExitStatusOf(int wait_status) {
+  if (WIFSIGNALED(wait_status)) return 128 + WTERMSIG(wait_status);
+  return WEXITSTATUS(wait_status);
+}
 
 struct ProcessEnd {
   std::string container_id;

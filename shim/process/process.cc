@@ -65,7 +65,7 @@ void Process::ReleaseHeldExit() {
 
 void Process::SetExit(const bpf::ExitRecord& exit) {
   Apply(Event::kExit);
-  exit_status_ = static_cast<uint32_t>(bpf::ExitCode(exit.wait_status));
+  exit_status_ = ExitStatusOf(exit.wait_status);
   exited_at_ = exit.exited_at_ns;
 }
 
