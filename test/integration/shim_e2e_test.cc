@@ -365,8 +365,12 @@ TEST_CASE("shim e2e: BinaryName from --runtime-config-path runs the container wi
   const std::string ns = UniqueName("crun");
   const std::string rootfs = e->Rootfs();
 
+  // containerd 2.x writes specs of OCI version 1.2+, which Debian's crun
+  // (1.8) refuses with "unknown version specified": nothing but the refusal
+  // can be checked there.
+  const bool crun_refuses_spec = UnderTest().is_2x();
   SECTION("BinaryName = \"crun\"") {
-    if (!CrunRefusesThisHost()) {
+    if (!CrunRefusesThisHost() && !crun_refuses_spec) {
       CheckLifecycleWithCrun(*e, ns, rootfs, "crun");
     } else {
       // crun cannot run containers here at all; its own refusal, passed
@@ -379,10 +383,12 @@ TEST_CASE("shim e2e: BinaryName from --runtime-config-path runs the container wi
       REQUIRE_OK(r);
       INFO(*r);
       CHECK(r->exit_code != 0);
-      CHECK(Contains(r->err, "cgroups in hybrid mode not supported"));
+      CHECK((Contains(r->err, "cgroups in hybrid mode not supported") ||
+             (crun_refuses_spec && Contains(r->err, "unknown version specified"))));
       CHECK(Contains(r->err, "crun"));
       CHECK_FALSE(ListTasks(e->cd(), ns).contains(id));
-      WARN("crun refuses this hybrid-cgroup host; its lifecycle is checked through a wrapper");
+      WARN("crun refuses this host or this containerd's spec version; "
+           "its lifecycle is checked through a wrapper where it can be");
     }
   }
 
@@ -396,6 +402,10 @@ TEST_CASE("shim e2e: BinaryName from --runtime-config-path runs the container wi
         "exec unshare -m sh -c 'umount -l /sys/fs/cgroup/unified 2>/dev/null; exec crun \"$@\"' "
         "crun \"$@\"\n",
         0755));
+    if (crun_refuses_spec) {
+      WARN("skipped: Debian's crun refuses the OCI spec version of " << UnderTest().Describe());
+      return;
+    }
     CheckLifecycleWithCrun(*e, ns, rootfs, wrapper);
   }
 
