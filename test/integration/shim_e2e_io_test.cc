@@ -65,7 +65,7 @@ std::string Seq(int from, int to) {
 }  // namespace
 
 TEST_CASE("shim e2e io: stdout and stderr reach ctr run unchanged and apart",
-          "[containerd][shim][e2e][io][each-version]") {
+          "[containerd][shim][e2e][io]") {
   auto e = E2E::Start();
   const std::string ns = UniqueName("io");
   const std::string rootfs = e->Rootfs();
@@ -106,7 +106,7 @@ TEST_CASE("shim e2e io: stdout and stderr reach ctr run unchanged and apart",
 }
 
 TEST_CASE("shim e2e io: stdin piped into ctr run reaches the process",
-          "[containerd][shim][e2e][io][each-version]") {
+          "[containerd][shim][e2e][io]") {
   auto e = E2E::Start();
   const std::string ns = UniqueName("stdin");
   const std::string rootfs = e->Rootfs();

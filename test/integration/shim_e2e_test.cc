@@ -111,7 +111,7 @@ TEST_CASE("shim e2e: 20 containers started at once are RUNNING under one shim da
 }
 
 TEST_CASE("shim e2e: ctr run --rm returns the container's exit code 7",
-          "[containerd][shim][e2e][each-version]") {
+          "[containerd][shim][e2e]") {
   auto e = E2E::Start();
   const std::string ns = UniqueName("exit");
   const std::string rootfs = e->Rootfs();
@@ -154,7 +154,7 @@ TEST_CASE("shim e2e: an init that exits while its other processes still die: ctr
 }
 
 TEST_CASE("shim e2e: SIGKILL of the task makes the foreground ctr run exit 137",
-          "[containerd][shim][e2e][each-version]") {
+          "[containerd][shim][e2e]") {
   auto e = E2E::Start();
   const std::string ns = UniqueName("kill");
   const std::string rootfs = e->Rootfs();
@@ -188,7 +188,7 @@ TEST_CASE("shim e2e: SIGKILL of the task makes the foreground ctr run exit 137",
   if (tasks.contains(id)) CHECK(tasks[id].status == "STOPPED");
 }
 
-TEST_CASE("shim e2e: ctr task ps lists the container's pids", "[containerd][shim][e2e][each-version]") {
+TEST_CASE("shim e2e: ctr task ps lists the container's pids", "[containerd][shim][e2e]") {
   auto e = E2E::Start();
   const std::string ns = UniqueName("ps");
   const std::string rootfs = e->Rootfs();
@@ -242,7 +242,7 @@ TEST_CASE("shim e2e: ctr task ps lists the container's pids", "[containerd][shim
 }
 
 TEST_CASE("shim e2e: two namespaces share the one shim without seeing each other",
-          "[containerd][shim][e2e][each-version]") {
+          "[containerd][shim][e2e]") {
   auto e = E2E::Start();
   const std::string ns_a = UniqueName("nsa");
   const std::string ns_b = UniqueName("nsb");
@@ -420,7 +420,7 @@ TEST_CASE("shim e2e: BinaryName from --runtime-config-path runs the container wi
 }
 
 TEST_CASE("shim e2e: containerd restart finds the running tasks again, and exits meanwhile",
-          "[containerd][shim][e2e][each-version][restart]") {
+          "[containerd][shim][e2e][restart]") {
   auto e = E2E::Start();
   const std::string ns = UniqueName("restart");
   const std::string rootfs = e->Rootfs("rootfs-a");
@@ -561,7 +561,7 @@ TEST_CASE("shim e2e: bad input gets a clear error and other containers keep runn
 }
 
 TEST_CASE("shim e2e: after the last container is deleted nothing of the shim remains",
-          "[containerd][shim][e2e][each-version]") {
+          "[containerd][shim][e2e]") {
   auto e = E2E::Start();
   const std::string ns = UniqueName("gone");
   const std::string ns2 = UniqueName("gone2");
@@ -636,7 +636,7 @@ TEST_CASE("shim e2e: after the last container is deleted nothing of the shim rem
 }
 
 TEST_CASE("shim e2e: the launcher answers `start` alone while the shim serves the namespace",
-          "[containerd][shim][e2e][each-version][start]") {
+          "[containerd][shim][e2e][start]") {
   // containerd execs containerd-shim-embed-v1 once per task. When the shim
   // already serves the namespace, the launcher must answer by itself (one
   // connect, no RPC, no server binary). A copy of the launcher with no
@@ -686,7 +686,7 @@ TEST_CASE("shim e2e: the launcher answers `start` alone while the shim serves th
 }
 
 TEST_CASE("shim e2e: ctr task pause and resume freeze and thaw the container",
-          "[containerd][shim][e2e][each-version][pause]") {
+          "[containerd][shim][e2e][pause]") {
   auto e = E2E::Start();
   const std::string ns = UniqueName("pause");
   const std::string id = UniqueName("frozen");

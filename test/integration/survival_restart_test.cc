@@ -58,7 +58,7 @@ Sleepers RunSleepers(PrivateContainerd& cd, const std::string& ns, const std::st
 
 TEST_CASE("survival: containerd restarted with containers running: all reattach, exits "
           "still reported",
-          "[containerd][shim][survival][restart][each-version]") {
+          "[containerd][shim][survival][restart]") {
   auto s = Survival::Start();
   const std::string ns = UniqueName("ctrdrestart");
   const std::string rootfs = s->Rootfs();

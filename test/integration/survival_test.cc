@@ -341,7 +341,7 @@ TEST_CASE("survival: ten server SIGKILLs under load lose no task and fail no req
 }
 
 TEST_CASE("survival: an exit while no server runs is reported once, with its status 42",
-          "[containerd][shim][survival][each-version]") {
+          "[containerd][shim][survival]") {
   auto s = Survival::Start();
   const std::string ns = UniqueName("noserver");
   const std::string rootfs = s->Rootfs("rootfs-exit");
@@ -411,7 +411,7 @@ TEST_CASE("survival: an exit while no server runs is reported once, with its sta
 }
 
 TEST_CASE("survival: a foreground ctr run waiting across server kills exits with status 42",
-          "[containerd][shim][survival][each-version]") {
+          "[containerd][shim][survival]") {
   auto s = Survival::Start();
   const std::string ns = UniqueName("fgwait");
   const std::string rootfs = s->Rootfs();
