@@ -106,7 +106,7 @@ void Client::Write(std::string bytes) {
     out_ += bytes;
     return;
   }
-  ssize_t n = write(fd_.get(), bytes.data(), bytes.size());
+  ssize_t n = send(fd_.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL);
   if (n < 0 && errno != EAGAIN && errno != EINTR) {
     CloseWith(base::ErrnoStatus("ttrpc: write"));
     return;
@@ -121,7 +121,7 @@ void Client::OnEvents(uint32_t events) {
   if (closed_) return;
   if (events & EPOLLOUT) {
     while (!out_.empty()) {
-      ssize_t n = write(fd_.get(), out_.data(), out_.size());
+      ssize_t n = send(fd_.get(), out_.data(), out_.size(), MSG_NOSIGNAL);
       if (n < 0) {
         if (errno == EAGAIN || errno == EINTR) break;
         CloseWith(base::ErrnoStatus("ttrpc: write"));

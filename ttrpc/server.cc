@@ -287,7 +287,7 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
       return;
     }
     if (conn.out.empty()) {
-      ssize_t n = write(conn.fd.get(), frame.data(), frame.size());
+      ssize_t n = send(conn.fd.get(), frame.data(), frame.size(), MSG_NOSIGNAL);
       if (n < 0 && errno != EAGAIN && errno != EINTR) {
         Close(conn.id);
         return;
@@ -308,7 +308,7 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   // Returns false if the connection was closed.
   bool Flush(Connection& conn) {
     while (!conn.out.empty()) {
-      ssize_t n = write(conn.fd.get(), conn.out.data(), conn.out.size());
+      ssize_t n = send(conn.fd.get(), conn.out.data(), conn.out.size(), MSG_NOSIGNAL);
       if (n < 0) {
         if (errno == EAGAIN || errno == EINTR) return true;
         Close(conn.id);

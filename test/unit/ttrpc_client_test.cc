@@ -2,7 +2,9 @@
 // real unix socket.
 #include <catch2/catch.hpp>
 
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include "test/unit/ttrpc_test_util.h"
@@ -129,6 +131,22 @@ TEST_CASE("pending calls fail with Unavailable when the server closes") {
   CHECK(Get(f).status().code() == absl::StatusCode::kUnavailable);
   auto after = rs.Call("y");
   CHECK(Get(after).status().code() == absl::StatusCode::kUnavailable);
+}
+
+// The `delete` subcommand died of SIGPIPE when containerd 2.1.9 ran it while
+// the server it called was leaving: a client must fail the call instead.
+TEST_CASE("a write to a server that stopped reading fails the call, without SIGPIPE") {
+  struct sigaction dfl {}, old {};
+  dfl.sa_handler = SIG_DFL;
+  REQUIRE(sigaction(SIGPIPE, &dfl, &old) == 0);
+  RawServer rs;
+  REQUIRE(shutdown(rs.server_end.get(), SHUT_RD) == 0);  // writes to it now get EPIPE
+  auto f = rs.Call("x");
+  Result r = Get(f);
+  INFO(r.status());
+  CHECK_FALSE(r.ok());
+  CHECK(r.status().message().find("Broken pipe") != std::string_view::npos);
+  sigaction(SIGPIPE, &old, nullptr);
 }
 
 TEST_CASE("an oversized response fails only its call") {
