@@ -33,6 +33,7 @@ namespace {
 
 // After the last container goes, wait this long for a new one (containerd
 // may be about to dial an address that `start` just handed out).
+// $EMBED_SHIM_IDLE_LINGER_MS overrides it (tests).
 constexpr absl::Duration kIdleLinger = absl::Seconds(1);
 // How long undelivered events may hold up an idle exit.
 constexpr absl::Duration kEventFlushLimit = absl::Seconds(5);
@@ -40,9 +41,9 @@ constexpr absl::Duration kEventFlushLimit = absl::Seconds(5);
 // (TaskService::ShutdownIfUnused). $EMBED_SHIM_UNUSED_LIMIT_MS overrides it.
 constexpr absl::Duration kUnusedLimit = absl::Minutes(1);
 
-absl::Duration UnusedLimit() {
-  const char* ms = std::getenv("EMBED_SHIM_UNUSED_LIMIT_MS");
-  return ms && *ms ? absl::Milliseconds(std::atoll(ms)) : kUnusedLimit;
+absl::Duration MillisecondsFromEnv(const char* name, absl::Duration otherwise) {
+  const char* ms = std::getenv(name);
+  return ms && *ms ? absl::Milliseconds(std::atoll(ms)) : otherwise;
 }
 
 // Removes everything the instance created. Called with the start lock held,
@@ -187,6 +188,7 @@ int RunDaemon(const Flags& flags) {
       LogError("exit monitor: {}", n.status());
   });
 
+  const absl::Duration idle_linger = MillisecondsFromEnv("EMBED_SHIM_IDLE_LINGER_MS", kIdleLinger);
   bool idle_exit = false;
   absl::Time idle_since;
   std::function<void()> check_idle = [&] {
@@ -200,9 +202,11 @@ int RunDaemon(const Flags& flags) {
   };
   service.SetOnIdle([&] {
     idle_since = absl::Now();
-    loop.RunAfter(kIdleLinger, check_idle);
+    LogInfo("idle: no container left; leaving in {} unless a start answers with this shim",
+            absl::FormatDuration(idle_linger));
+    loop.RunAfter(idle_linger, check_idle);
   });
-  const absl::Duration unused_limit = UnusedLimit();
+  const absl::Duration unused_limit = MillisecondsFromEnv("EMBED_SHIM_UNUSED_LIMIT_MS", kUnusedLimit);
   loop.RunAfter(unused_limit, [&] {
     if (service.ShutdownIfUnused())
       LogInfo("no container arrived within {}: leaving", absl::FormatDuration(unused_limit));
