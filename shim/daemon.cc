@@ -31,8 +31,10 @@
 namespace shim {
 namespace {
 
-// After the last container goes, wait this long for a new one (containerd
-// may be about to dial an address that `start` just handed out).
+// After the last container goes, wait this long for a new one: containerd
+// may be about to dial an address that a `start` handed out just before.
+// (Starts that answer during the linger are counted and keep the daemon;
+// see the end of RunDaemon.) $EMBED_SHIM_IDLE_LINGER_MS overrides it (tests).
 constexpr absl::Duration kIdleLinger = absl::Seconds(1);
 // How long undelivered events may hold up an idle exit.
 constexpr absl::Duration kEventFlushLimit = absl::Seconds(5);
@@ -40,9 +42,9 @@ constexpr absl::Duration kEventFlushLimit = absl::Seconds(5);
 // (TaskService::ShutdownIfUnused). $EMBED_SHIM_UNUSED_LIMIT_MS overrides it.
 constexpr absl::Duration kUnusedLimit = absl::Minutes(1);
 
-absl::Duration UnusedLimit() {
-  const char* ms = std::getenv("EMBED_SHIM_UNUSED_LIMIT_MS");
-  return ms && *ms ? absl::Milliseconds(std::atoll(ms)) : kUnusedLimit;
+absl::Duration MillisecondsFromEnv(const char* name, absl::Duration otherwise) {
+  const char* ms = std::getenv(name);
+  return ms && *ms ? absl::Milliseconds(std::atoll(ms)) : otherwise;
 }
 
 // Removes everything the instance created. Called with the start lock held,
@@ -187,10 +189,14 @@ int RunDaemon(const Flags& flags) {
       LogError("exit monitor: {}", n.status());
   });
 
+  const absl::Duration idle_linger = MillisecondsFromEnv("EMBED_SHIM_IDLE_LINGER_MS", kIdleLinger);
   bool idle_exit = false;
   absl::Time idle_since;
+  uint64_t starts_when_idle = 0;  // AnsweredStarts() when the linger began
   std::function<void()> check_idle = [&] {
     if (service.container_count() > 0 || !service.shutdown_requested()) return;
+    // The timer of an earlier idleness that a Create ended: the last one decides.
+    if (absl::Now() - idle_since < idle_linger) return;
     if (events.queued() > 0 && absl::Now() - idle_since < kEventFlushLimit) {
       loop.RunAfter(absl::Milliseconds(50), check_idle);
       return;
@@ -198,11 +204,15 @@ int RunDaemon(const Flags& flags) {
     idle_exit = true;
     loop.Stop();
   };
-  service.SetOnIdle([&] {
+  auto linger = [&] {
     idle_since = absl::Now();
-    loop.RunAfter(kIdleLinger, check_idle);
-  });
-  const absl::Duration unused_limit = UnusedLimit();
+    starts_when_idle = AnsweredStarts(paths);
+    LogInfo("idle: no container left; leaving in {} unless a start answers with this shim",
+            absl::FormatDuration(idle_linger));
+    loop.RunAfter(idle_linger, check_idle);
+  };
+  service.SetOnIdle(linger);
+  const absl::Duration unused_limit = MillisecondsFromEnv("EMBED_SHIM_UNUSED_LIMIT_MS", kUnusedLimit);
   loop.RunAfter(unused_limit, [&] {
     if (service.ShutdownIfUnused())
       LogInfo("no container arrived within {}: leaving", absl::FormatDuration(unused_limit));
@@ -220,18 +230,26 @@ int RunDaemon(const Flags& flags) {
           service.container_count(), bpf::ExitMonitor::Version());
   keeper.Ready();
   base::DropStartupCode();
-  loop.Run();
-
-  if (idle_exit && !keeper_gone) {
-    // Under the start lock: a concurrent `start` either saw us alive before,
-    // or sees no socket after and starts a fresh shim.
+  for (;;) {
+    loop.Run();
+    if (!idle_exit || keeper_gone) break;
+    idle_exit = false;
+    // Under the start lock, so every `start` is on one side: one that
+    // answered with this daemon before counted itself (its task's Create is
+    // on its way: stay), one after finds no socket and starts a new daemon.
     InstanceLock lock = InstanceLock::Acquire(paths.lock);
-    if (service.container_count() == 0) {
+    if (service.container_count() > 0) continue;  // a Create got in meanwhile
+    const uint64_t starts = AnsweredStarts(paths);
+    if (starts == starts_when_idle) {
       LogInfo("idle: removing {}", paths.dir);
       keeper.ShutdownAndWait();
       server.reset();
       RemoveInstance(paths);
+      break;
     }
+    LogInfo("idle: a start answered with this shim while it lingered (answered starts {} -> "
+            "{}): staying", starts_when_idle, starts);
+    linger();
   }
   return 0;
 }

@@ -1,10 +1,13 @@
 #include "shim/paths.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <cstdint>
 #include <cstdlib>
 
+#include "base/unique_fd.h"
 #include "fmt/format.h"
 
 namespace shim {
@@ -19,6 +22,15 @@ uint64_t Fnv1a(const std::string& s) {
     h *= 1099511628211ull;
   }
   return h;
+}
+
+// The count in an open `starts` file (0 if empty or not a number).
+uint64_t ReadCount(int fd) {
+  char buf[32];
+  ssize_t n = pread(fd, buf, sizeof buf, 0);
+  uint64_t count = 0;
+  if (n > 0) std::from_chars(buf, buf + n, count);
+  return count;
 }
 
 bool IsAlnum(char c) {
@@ -42,6 +54,21 @@ std::string StableHash(const std::string& s) { return fmt::format("{:016x}", Fnv
 
 std::string InstancePaths::NamespaceSocket(const std::string& ns) const {
   return fmt::format("{}/ns-{}.sock", dir, StableHash(ns));
+}
+
+void CountAnsweredStart(const InstancePaths& paths) {
+  base::UniqueFd fd(open(paths.starts().c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd) return;
+  // Always 20 digits, written in place (never truncated). The daemon reads
+  // its baseline unlocked when it goes idle; a read that races this write and
+  // gets a wrong number only makes it stay one more linger.
+  std::string text = fmt::format("{:020d}", ReadCount(fd.get()) + 1);
+  (void)!pwrite(fd.get(), text.data(), text.size(), 0);
+}
+
+uint64_t AnsweredStarts(const InstancePaths& paths) {
+  base::UniqueFd fd(open(paths.starts().c_str(), O_RDONLY | O_CLOEXEC));
+  return fd ? ReadCount(fd.get()) : 0;
 }
 
 InstancePaths PathsFor(const std::string& containerd_address) {

@@ -3,6 +3,7 @@
 // containerd daemons on a host each get their own shim.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace shim {
@@ -18,6 +19,11 @@ struct InstancePaths {
 
   // "unix://<socket>": what `start` prints and containerd dials.
   std::string address() const { return "unix://" + socket; }
+  // <dir>/starts: how many `start`s answered with the running daemon's
+  // address, counted under the start lock. A daemon about to leave when idle
+  // stays if the count moved since it went idle: that start's task is on
+  // its way (daemon.cc, RunDaemon).
+  std::string starts() const { return dir + "/starts"; }
   // <dir>/ns-<hash of namespace>.sock. containerd 1.6 sends no namespace with
   // its requests, so each namespace gets a socket of its own, and `start`
   // hands out the one for its -namespace: a connection's socket names its
@@ -36,6 +42,13 @@ std::string SiblingBinary(const std::string& name);
 
 // $EMBED_SHIM_RUN_DIR overrides /run/containerd-embed (tests, rootless hosts).
 InstancePaths PathsFor(const std::string& containerd_address);
+
+// Counts one more `start` that answers with the running daemon. Call with
+// the start lock held. Best effort: if it fails, the daemon may leave as if
+// the start had not come.
+void CountAnsweredStart(const InstancePaths& paths);
+// That count: 0 if none yet, or if the file cannot be read or parsed.
+uint64_t AnsweredStarts(const InstancePaths& paths);
 
 // containerd's identifier rule: [A-Za-z0-9]+([._-][A-Za-z0-9]+)*, at most 76
 // characters. Namespaces and ids become path components, so "../x" must

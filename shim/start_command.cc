@@ -150,6 +150,7 @@ int RunStart(const Flags& flags) {
                             ? paths.address()
                             : "unix://" + paths.NamespaceSocket(flags.namespace_);
   if (Listening(paths.socket)) {
+    CountAnsweredStart(paths);  // so that the daemon, if it lingers idle, stays
     if (!flags.namespace_.empty()) {
       auto served = ServeNamespace(paths, flags.namespace_);
       if (!served.ok()) {

@@ -40,6 +40,7 @@ std::optional<int> StartIfServing(const Flags& flags) {
   const std::string socket = paths.NamespaceSocket(flags.namespace_);
   if (!Listening(socket)) return std::nullopt;
   const std::string address = "unix://" + socket;
+  CountAnsweredStart(paths);  // so that the daemon, if it lingers idle, stays
   if (absl::Status st = WriteAddressFile(address); !st.ok()) {
     std::fprintf(stderr, "start: %s\n", st.ToString().c_str());
     return 1;
