@@ -91,6 +91,11 @@ class Process {
   // outcome (or the replayed start's) is known.
   void HoldOutputWhileStarting();
   void ReleaseOutputHold();
+  // Recovery settled a start that a dead server left in flight (adopted what
+  // it started): the holds that server took are dropped, as its own end of
+  // the start would have. They are named by the process, so the names need
+  // no memory of that server.
+  void DropOutputHoldsOfDeadServer();
   // The start's outcome arrived: apply the exit that waited for it.
   void ReleaseHeldExit();
   virtual const std::string& stdin_path() const = 0;
