@@ -19,6 +19,7 @@
 #include "shim/exit_report.h"
 #include "shim/log.h"
 #include "shim/paths.h"
+#include "shim/process/runtime_marker.h"
 #include "shim/runtime_options.h"
 #include "shim/worker_pool.h"
 
@@ -158,6 +159,15 @@ void TaskService::Create(Call call) {
       task::CreateTaskResponse resp;
       resp.set_pid(static_cast<uint32_t>(c.init().pid()));
       return call.Reply(resp);
+    }
+    // The dead server's create is being settled (adopted or undone): the
+    // replay is answered after it, with the adopted pid or a create afresh.
+    if (call.replayed && c.bundle() == req->bundle() && c.init().status() == Status::kCreating &&
+        it->second->queue().busy()) {
+      return it->second->queue().Run([this, call = std::move(call)](Turn turn) mutable {
+        turn.Release();
+        Create(std::move(call));
+      });
     }
     return call.Fail(absl::AlreadyExistsError(fmt::format("container {} already exists", id)));
   }
@@ -423,6 +433,20 @@ void TaskService::AddTombstone(const embedshim::ContainerRecord& r) {
   });
 }
 
+void TaskService::SettleOrphanedCreate(Container& c) {
+  c.queue().Run([this, key = Key{c.ns(), c.id()}](Turn turn) {
+    auto it = containers_.find(key);
+    if (it == containers_.end()) return;
+    it->second->init().SettleOrphanedCreate(
+        [this, key, turn = Share(std::move(turn))](absl::StatusOr<bool> adopted) {
+          if (adopted.ok() && *adopted) return;
+          (void)env_.store.Remove(key.first, key.second);
+          containers_.erase(key);  // a replayed Create queued behind it creates afresh
+          MaybeIdle();
+        });
+  });
+}
+
 void TaskService::Pids(Call call) {
   auto req = call.Parse<task::PidsRequest>();
   if (!req.ok()) return call.Fail(req.status());
@@ -590,10 +614,20 @@ void TaskService::Recover() {
       AddTombstone(record);
       continue;
     }
+    if (record.status() == embedshim::CREATING &&
+        access(process::CreateRuntimeMarker(record.bundle()).c_str(), F_OK) == 0) {
+      // Its `runc create` was spawned and may run on as an orphan: waited
+      // for and adopted (or undone), never raced by a second one.
+      auto c = std::make_unique<Container>(env_, router_, record);
+      Container& settling = *c;
+      containers_[key] = std::move(c);
+      SettleOrphanedCreate(settling);
+      continue;
+    }
     if (record.status() == embedshim::CREATING) {
-      // The server died during `runc create`: undo it. The replayed Create,
-      // if containerd still waits for it, then starts afresh. Rare, so done
-      // here, synchronously.
+      // The server died during a create before it spawned `runc create`:
+      // undo it. The replayed Create, if containerd still waits for it,
+      // then starts afresh. Rare, so done here, synchronously.
       LogFor(LogLevel::kWarn, record.namespace_(), record.id(),
              "cleaning up a create that was in flight");
       (void)env_.runtime.Delete(record, /*force=*/true);

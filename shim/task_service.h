@@ -100,6 +100,10 @@ class TaskService {
   void Remove(process::Container& c);
   void AddTombstone(const embedshim::ContainerRecord& record);
   void MaybeIdle();
+  // Recovery: a Create in flight whose `runc create` the dead server had
+  // spawned is settled on the container's turn (InitProcess::
+  // SettleOrphanedCreate); the container goes if it is undone.
+  void SettleOrphanedCreate(process::Container& c);
 
   process::Environment& env_;
   ReplayExits replay_;

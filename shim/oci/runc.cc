@@ -523,7 +523,7 @@ absl::Status Runc::Create(const std::string& id, const std::string& bundle,
   if (options.no_pivot) args.push_back("--no-pivot");
   if (options.no_new_keyring) args.push_back("--no-new-keyring");
   args.push_back(id);
-  return Run("create", args, &stdio).status();
+  return Run("create", args, &stdio, options.on_spawned ? &options.on_spawned : nullptr).status();
 }
 
 absl::Status Runc::Create(const std::string& id, const std::string& bundle,

@@ -59,6 +59,10 @@ struct CreateOptions {
   std::string console_socket;
   bool no_pivot = false;
   bool no_new_keyring = false;
+  // See SpawnHook (below); empty = none. The shim names the runtime in a
+  // file with it, so that a server that dies meanwhile is followed by one
+  // that waits for this runtime rather than runs a second one.
+  std::function<absl::Status(pid_t runtime_pid)> on_spawned;
 };
 
 // Called with the pid of the runtime process once it exists and before it

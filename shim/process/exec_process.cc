@@ -226,6 +226,10 @@ void ExecProcess::Recover() {
   start_boottime_ = start.ok() ? *start : 0;
   Apply(Event::kStart);
   Apply(Event::kStarted);
+  // The process holds its output now (or has ended it): the dead server's
+  // holds would keep the reader from its EOF, and the replayed Start, which
+  // finds the exec started, takes none to release.
+  DropOutputHoldsOfDeadServer();
   record_.clear_spec();
   container_.router().Add(*pid, this);
   LogFor(LogLevel::kWarn, container_.ns(), container_.id(),

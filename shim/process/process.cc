@@ -124,6 +124,12 @@ void Process::HoldOutputWhileStarting() {
   }
 }
 
+void Process::DropOutputHoldsOfDeadServer() {
+  FdKeeper& keeper = container_.env().keeper;
+  for (int n = 0; n < 2; ++n) keeper.Drop(KeeperName(fmt::format("hold{}", n)));
+  output_holds_.clear();
+}
+
 void Process::ReleaseOutputHold() {
   FdKeeper& keeper = container_.env().keeper;
   for (const std::string& name : output_holds_) keeper.Drop(name);

@@ -91,6 +91,11 @@ class Process {
   // outcome (or the replayed start's) is known.
   void HoldOutputWhileStarting();
   void ReleaseOutputHold();
+  // Recovery settled a start that a dead server left in flight (adopted what
+  // it started): the holds that server took are dropped, as its own end of
+  // the start would have. They are named by the process, so the names need
+  // no memory of that server.
+  void DropOutputHoldsOfDeadServer();
   // The start's outcome arrived: apply the exit that waited for it.
   void ReleaseHeldExit();
   virtual const std::string& stdin_path() const = 0;
@@ -128,6 +133,14 @@ class InitProcess final : public Process {
   void Delete(Then<containerd::task::v2::DeleteResponse> then);
   // Recovery: a created init that has left `runc init` was started.
   void MarkStarted();
+  // Recovery: a dead server's Create was in flight and its `runc create`
+  // had been spawned (CreateRuntimeMarker). Waits for that runc (an orphan
+  // now) on a worker, then adopts the init it created, as the dead server
+  // would have (answers true), or undoes what it left (false: the caller
+  // forgets the container, and a replayed Create creates it afresh). Never
+  // a second `runc create` beside the first. The caller holds the
+  // container's turn until `then`.
+  void SettleOrphanedCreate(Then<bool> then);
   // An exec ended: an exit held for the execs may now go out.
   void OnExecExited();
   void Restore(const embedshim::ContainerRecord& r);
@@ -161,6 +174,12 @@ class InitProcess final : public Process {
   // processes are tracked from birth, as an exec's.
   void StartRestore(bool replayed, Then<pid_t> then);
   void PublishCreated(const containerd::task::v2::CreateTaskRequest& req);
+  // The same from the record (an adopted create: the request is gone).
+  void PublishCreatedFromRecord();
+  // Waits for the `runc create` a dead server left running; the init it
+  // created, if it can be adopted. Worker thread.
+  static std::optional<Spawned> AdoptOrphanedCreate(Runtime& runtime,
+                                                    const embedshim::ContainerRecord& r);
   bool restore_pending() const;
   // The exit of an init without a pid namespace of its own waits for `runc
   // kill --all` (on a worker); the exit stays in the monitor's map

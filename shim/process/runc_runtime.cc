@@ -19,6 +19,7 @@
 #include "shim/oci/mount.h"
 #include "shim/oci/runc.h"
 #include "shim/oci/stdio.h"
+#include "shim/process/runtime_marker.h"
 #include "shim/runtime_options.h"
 
 namespace shim::process {
@@ -148,6 +149,12 @@ absl::StatusOr<Spawned> RuncRuntime::Create(const embedshim::ContainerRecord& r,
   oci::CreateOptions options;
   options.pid_file = r.bundle() + "/init.pid";
   ApplyCreateFlags(r.options(), &options);
+  // Named before it may run: a server that dies meanwhile is followed by one
+  // that waits for this runc and adopts its container (InitProcess).
+  options.on_spawned = [marker = CreateRuntimeMarker(r.bundle())](pid_t runtime_pid) {
+    WriteRuntimeMarker(marker, runtime_pid);
+    return absl::OkStatus();
+  };
   absl::StatusOr<PreparedStdio> stdio;
   absl::Status st;
   for (int attempt = 0;; ++attempt) {

@@ -314,6 +314,7 @@ struct ExecBox {
 enum class Step {
   kStartBeforeRunc,  // in the Start, stdio opened, no runc spawned: the replayed Start runs it
   kStartDuringRunc,  // in the Start; its orphaned `runc exec` ends after the next server serves
+  kStartRuncDoneUnserved,  // in the Start; its `runc exec` ends while no server runs
   kStarted,          // as soon as TaskExecStarted shows
   kRunning,          // the exec has printed and waits for its input
   kExited,           // its TaskExit was sent, ctr (stopped) has not deleted it yet
@@ -325,6 +326,7 @@ const char* StepName(Step step) {
   switch (step) {
     case Step::kStartBeforeRunc: return "start-before-runc";
     case Step::kStartDuringRunc: return "start-during-runc";
+    case Step::kStartRuncDoneUnserved: return "start-runc-done-unserved";
     case Step::kStarted: return "started";
     case Step::kRunning: return "running";
     case Step::kExited: return "exited";
@@ -336,7 +338,8 @@ const char* StepName(Step step) {
 
 void ExecAcrossServerKill(Step step) {
   const Clock::time_point t0 = Clock::now();
-  const bool hold = step == Step::kStartBeforeRunc || step == Step::kStartDuringRunc;
+  const bool hold = step == Step::kStartBeforeRunc || step == Step::kStartDuringRunc ||
+                    step == Step::kStartRuncDoneUnserved;
   ExecBox box(hold);
   Survival& s = *box.s;
   const std::string exec_id = UniqueName("ex");
@@ -366,6 +369,22 @@ void ExecAcrossServerKill(Step step) {
       KillServerWhenDelivered(s);
       box.held->Release();  // the orphaned `runc exec` goes on only now
       break;
+    case Step::kStartRuncDoneUnserved: {
+      // The orphaned `runc exec` (the wrapper the shim spawned) finishes
+      // before the next server starts: that server adopts the exec at
+      // recovery, and the replayed Start finds it started. The output holds
+      // the dead server took for the Start must not outlive it: with them
+      // ctr never reads EOF (CRI's ExecSync hung 330 s so).
+      const pid_t first = box.held->WaitFirst();
+      base::UniqueFd wrapper = OpenPidfd(first);
+      REQUIRE(wrapper.valid());
+      WithoutServer(s, [&] {
+        box.held->Release();
+        INFO(context());
+        REQUIRE(WaitExited(wrapper, DeadlineIn(60s)));
+      });
+      break;
+    }
     case Step::kStarted: {
       INFO(context());
       REQUIRE_OK(box.events->WaitFor(ExecStartedText(box.task, exec_id), DeadlineIn(60s)));
@@ -453,6 +472,12 @@ TEST_CASE("exec survival: server killed while `runc exec` runs, the orphaned run
           "after the next server serves: the exec runs once",
           "[containerd][exec-survival][exec-steps]") {
   ExecAcrossServerKill(Step::kStartDuringRunc);
+}
+
+TEST_CASE("exec survival: server killed while `runc exec` runs, the runc finishing while no "
+          "server runs: the next server adopts the exec, and ctr reads its output to EOF",
+          "[containerd][exec-survival][exec-steps]") {
+  ExecAcrossServerKill(Step::kStartRuncDoneUnserved);
 }
 
 TEST_CASE("exec survival: server killed at TaskExecStarted: exit 5, output and events once",

@@ -582,6 +582,89 @@ TEST_CASE("survival: a Create in flight when the server dies is answered once, a
   RunAcrossHeldVerb("create");
 }
 
+TEST_CASE("survival: a replayed Create waits for the dead server's `runc create` and adopts its "
+          "container: one runc create, never two at once",
+          "[containerd][shim][survival]") {
+  // In the storm a replayed Create ran `runc create` while the dead
+  // server's own still ran ("unable to store init state"). Here the first
+  // create is held; every later one notes whether the first is still held
+  // (overlap) and counts itself. The next server must wait for the first
+  // (it says so in its log) and take its container.
+  auto s = Survival::Start();
+  const std::string ns = UniqueName("adoptcreate");
+  const std::string rootfs = s->Rootfs();
+  const std::string dir = s->cd().dir() + "/held-adopt";
+  REQUIRE_OK(test_support::MakeDirs(dir));
+  const std::string wrapper = s->cd().dir() + "/runc-held-adopt";
+  REQUIRE_OK(test_support::WriteFile(
+      wrapper,
+      fmt::format("#!/bin/sh\n"
+                  "d={}\n"
+                  "case \" $* \" in *\" create \"*)\n"
+                  "  echo create >> \"$d/creates\"\n"
+                  "  if mkdir \"$d/first\" 2>/dev/null; then\n"
+                  "    touch \"$d/first-waiting\"\n"
+                  "    while [ ! -e \"$d/go\" ]; do sleep 0.01; done\n"
+                  "    runc \"$@\"; rc=$?\n"
+                  "    touch \"$d/first-done\"\n"
+                  "    exit $rc\n"
+                  "  fi\n"
+                  "  [ -e \"$d/first-done\" ] || touch \"$d/overlap\";;\n"
+                  "esac\n"
+                  "exec runc \"$@\"\n",
+                  dir),
+      0755));
+  const std::string config = s->cd().dir() + "/held-adopt.toml";
+  REQUIRE_OK(test_support::WriteFile(config, fmt::format("BinaryName = \"{}\"\n", wrapper)));
+  const std::string id = UniqueName("adopt");
+  EventLog events(s->cd());
+  absl::StatusOr<Subprocess> run = s->cd().RunCtrAsync(
+      RunArgs(ns, {"-d", "--runtime-config-path", config}, rootfs, id, {"sleep", "100000"}));
+  REQUIRE_OK(run);
+  REQUIRE_OK(WaitForFileText(dir + "/first-waiting", 0, DeadlineIn(60s),
+                             [](std::string_view) { return true; }));
+  const size_t log_offset = FileSize(s->instance().log);
+  s->KillServerAndWaitServing();
+  {
+    absl::Status waits = WaitForFileText(
+        s->instance().log, log_offset, DeadlineIn(60s), [](std::string_view text) {
+          return Contains(text, "waiting for the runc create the previous server started");
+        });
+    INFO("creates: " << test_support::ReadFile(dir + "/creates").value_or("") << "overlap: "
+                     << (access((dir + "/overlap").c_str(), F_OK) == 0) << "\n" << s->Logs());
+    REQUIRE_OK(waits);
+  }
+  const size_t cd_checkpoint = s->CdLogSize();
+  REQUIRE_OK(test_support::WriteFile(dir + "/go", "go"));
+
+  absl::StatusOr<test_support::ExitStatus> st = run->Wait(DeadlineIn(60s));
+  INFO("ctr run -d: out '" << run->out() << "' err '" << run->err() << "'\n" << s->Logs());
+  REQUIRE_OK(st);
+  CHECK(st->success());
+  CHECK(test_support::ReadFile(dir + "/creates").value_or("") == "create\n");
+  CHECK(access((dir + "/overlap").c_str(), F_OK) != 0);
+  std::map<std::string, Task> tasks = ListTasks(s->cd(), ns);
+  INFO(TasksText(tasks));
+  REQUIRE(tasks.contains(id));
+  CHECK(tasks[id].status == "RUNNING");
+  CHECK(Contains(CmdlineText(tasks[id].pid), "sleep"));
+  absl::StatusOr<Result> state =
+      test_support::Run({"runc", "--root", "/run/containerd/runc/" + ns, "state", id});
+  REQUIRE_OK(state);
+  INFO("runc state: " << *state);
+  CHECK(Contains(state->out, fmt::format("\"pid\": {},", tasks[id].pid)));
+  CHECK(Contains(state->out, "\"status\": \"running\""));
+  // TaskCreate once (the dead server never sent it), with the adopted pid.
+  const std::string created = fmt::format("/tasks/create {{\"container_id\":\"{}\"", id);
+  REQUIRE_OK(events.WaitFor(created, DeadlineIn(30s)));
+  size_t creates = 0;
+  const std::string text = events.Text();
+  for (size_t at = text.find(created); at != std::string::npos; at = text.find(created, at + 1))
+    ++creates;
+  CHECK(creates == 1);
+  CHECK(s->ShimDeathSigns(cd_checkpoint) == "");
+}
+
 TEST_CASE("survival: a Kill in flight when the server dies is answered once, and the exit "
           "reported",
           "[containerd][shim][survival]") {

@@ -3,6 +3,10 @@
 // keeper (shim/process/environment.h). Requests go in as relayed frames, so
 // a test can mark them replayed as the keeper does after a server restart.
 #include <catch2/catch.hpp>
+#include <fcntl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <csignal>
@@ -25,6 +29,7 @@
 #include "shim.pb.h"
 #include "shim/event_publisher.h"
 #include "shim/process/environment.h"
+#include "shim/process/runtime_marker.h"
 #include "shim/state_store.h"
 #include "shim/task_service.h"
 #include "shim/worker_pool.h"
@@ -347,6 +352,10 @@ class Harness {
       service_->OnExit(e);
     });
   }
+  // Writes a record as a dead server left it.
+  void SaveRecord(const embedshim::ContainerRecord& r) {
+    REQUIRE(thread_.Sync([&] { return store_.Save(r); }).ok());
+  }
   void DropUnknownTtys(absl::flat_hash_set<std::string> held) {
     thread_.Sync([&] { service_->DropUnknownTtys(held); });
   }
@@ -448,6 +457,41 @@ task::ExecProcessRequest ExecRequest(const std::string& id, const std::string& e
   req.mutable_spec()->set_value(R"({"args":["true"]})");
   return req;
 }
+
+// A live child process that blocks until Finish() (or the destructor):
+// stands in for an orphaned runc, or for a process it started.
+class BlockedChild {
+ public:
+  BlockedChild() {
+    int fds[2];
+    REQUIRE(pipe2(fds, O_CLOEXEC) == 0);
+    pid_ = fork();
+    REQUIRE(pid_ >= 0);
+    if (pid_ == 0) {
+      // Only the read end: another child's release end must not keep it.
+      if (dup2(fds[0], 0) < 0) _exit(1);
+      syscall(SYS_close_range, 3U, ~0U, 0U);
+      char c;
+      while (read(0, &c, 1) < 0 && errno == EINTR) {
+      }
+      _exit(0);
+    }
+    close(fds[0]);
+    release_.Reset(fds[1]);
+  }
+  ~BlockedChild() { Finish(); }
+  pid_t pid() const { return pid_; }
+  void Finish() {
+    if (!release_) return;
+    release_.Reset();
+    while (waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
+    }
+  }
+
+ private:
+  pid_t pid_ = -1;
+  base::UniqueFd release_;
+};
 
 task::StartRequest StartRequest(const std::string& id, const std::string& exec_id = "") {
   task::StartRequest req;
@@ -971,4 +1015,92 @@ TEST_CASE("task service: Create with options of an unknown type fails, naming it
   CHECK(std::string(created.status().message()).find("acme.Options are not supported") !=
         std::string::npos);
   CHECK(h.runtime.Calls().empty());
+}
+
+// A dead server's Create whose `runc create` had been spawned (its marker
+// names it) and still runs: the next server waits for it and takes the
+// init it created; the replayed Create answers only then, with that pid,
+// and no second create runs (two at once broke in the storm: "unable to
+// store init state").
+TEST_CASE("task service: a replayed Create adopts what the dead server's runc create made",
+          "[unit][task][replay]") {
+  Harness h;
+  task::CreateTaskRequest req = h.CreateRequest("c1");
+  embedshim::ContainerRecord r;
+  r.set_namespace_("ns");
+  r.set_id("c1");
+  r.set_bundle(req.bundle());
+  r.set_status(embedshim::CREATING);
+  BlockedChild runc, init;
+  shim::process::WriteRuntimeMarker(shim::process::CreateRuntimeMarker(req.bundle()), runc.pid());
+  REQUIRE(test_support::WriteFile(req.bundle() + "/init.pid", std::to_string(init.pid())).ok());
+  h.SaveRecord(r);
+  h.Restart();
+  const uint32_t replay = h.Send("Create", req, /*replayed=*/true);
+  CHECK_FALSE(h.Answered(replay));  // the orphan still runs
+  runc.Finish();
+  auto raw = h.Await(replay);
+  REQUIRE(raw.ok());
+  task::CreateTaskResponse created;
+  REQUIRE(created.ParseFromString(*raw));
+  CHECK(static_cast<pid_t>(created.pid()) == init.pid());
+  CHECK(h.runtime.Calls().empty());
+  CHECK(h.Events() == std::vector<std::string>{"/tasks/create"});
+  // The dead server's holds of the output go with the create it began.
+  auto keeper = h.KeeperCalls();
+  CHECK(std::count(keeper.begin(), keeper.end(), "drop hold0/ns/c1") == 1);
+  CHECK(std::count(keeper.begin(), keeper.end(), "drop hold1/ns/c1") == 1);
+  CHECK(h.State("c1").status() == containerd::v1::types::CREATED);
+  CHECK(access(shim::process::CreateRuntimeMarker(req.bundle()).c_str(), F_OK) != 0);
+  // A server killed now finds it created.
+  h.Restart();
+  CHECK(static_cast<pid_t>(h.State("c1").pid()) == init.pid());
+}
+
+TEST_CASE("task service: a dead server's create that failed is undone, and the replay creates "
+          "afresh",
+          "[unit][task][replay]") {
+  Harness h;
+  task::CreateTaskRequest req = h.CreateRequest("c1");
+  embedshim::ContainerRecord r;
+  r.set_namespace_("ns");
+  r.set_id("c1");
+  r.set_bundle(req.bundle());
+  r.set_status(embedshim::CREATING);
+  BlockedChild runc;
+  shim::process::WriteRuntimeMarker(shim::process::CreateRuntimeMarker(req.bundle()), runc.pid());
+  h.SaveRecord(r);  // no init.pid: that runc create fails
+  h.Restart();
+  const uint32_t replay = h.Send("Create", req, /*replayed=*/true);
+  CHECK_FALSE(h.Answered(replay));
+  runc.Finish();
+  auto raw = h.Await(replay);
+  REQUIRE(raw.ok());
+  task::CreateTaskResponse created;
+  REQUIRE(created.ParseFromString(*raw));
+  CHECK(created.pid() == 1000);  // the fake runtime's
+  CHECK(h.runtime.Calls() == std::vector<std::string>{"delete c1 true", "create c1"});
+}
+
+// A dead server's exec Start whose `runc exec` finished (its pid file is
+// there) while no server ran: recovery adopts the exec, and the replayed
+// Start finds it started. The output holds that server took go then:
+// nobody else would drop them, and the reader would never see EOF.
+TEST_CASE("task service: recovery that adopts an exec drops the dead server's output holds",
+          "[unit][task][exec][replay]") {
+  Harness h;
+  h.CreateAndStart("c1");
+  REQUIRE(h.Call<google::protobuf::Empty>("Exec", ExecRequest("c1", "e1")).ok());
+  BlockedChild exec;
+  REQUIRE(test_support::WriteFile(
+              shim::process::ExecPidFile(h.State("c1").bundle(), "e1"), std::to_string(exec.pid()))
+              .ok());
+  h.Restart();
+  auto keeper = h.KeeperCalls();
+  CHECK(std::count(keeper.begin(), keeper.end(), "drop hold0/ns/c1/e1") == 1);
+  CHECK(std::count(keeper.begin(), keeper.end(), "drop hold1/ns/c1/e1") == 1);
+  auto started = h.Call<task::StartResponse>("Start", StartRequest("c1", "e1"), /*replayed=*/true);
+  REQUIRE(started.ok());
+  CHECK(static_cast<pid_t>(started->pid()) == exec.pid());
+  CHECK(h.runtime.Calls() == std::vector<std::string>{"create c1", "start c1"});
 }
