@@ -15,7 +15,7 @@
 #include "base/absl_fmt.h"
 #include "base/errno_status.h"
 #include "fmt/format.h"
-#include "shim/oci/fork_blocked.h"
+#include "shim/oci/spawn_util.h"
 
 namespace shim::oci {
 namespace {
@@ -102,19 +102,6 @@ absl::StatusOr<Pipe> MakePipe(std::string_view what) {
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) return base::ErrnoStatus(fmt::format("pipe for {}", what));
   return Pipe{base::UniqueFd(fds[0]), base::UniqueFd(fds[1])};
-}
-
-std::vector<char*> CStrings(std::vector<std::string>& strings) {
-  std::vector<char*> out;
-  for (std::string& s : strings) out.push_back(s.data());
-  out.push_back(nullptr);
-  return out;
-}
-
-int MillisUntil(Clock::time_point deadline) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-  if (left.count() <= 0) return 0;
-  return static_cast<int>(std::min<int64_t>(left.count() + 1, INT_MAX));
 }
 
 // Whether `fd` turns readable (or hangs up) within `timeout`.

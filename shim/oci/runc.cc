@@ -23,7 +23,7 @@
 #include "base/absl_fmt.h"
 #include "base/errno_status.h"
 #include "fmt/format.h"
-#include "shim/oci/fork_blocked.h"
+#include "shim/oci/spawn_util.h"
 #include "nlohmann/json.hpp"
 
 extern char** environ;
@@ -165,21 +165,6 @@ std::vector<std::string> ChildEnvironment() {
     env.emplace_back(*e);
   }
   return env;
-}
-
-std::vector<char*> CStrings(std::vector<std::string>& strings) {
-  std::vector<char*> out;
-  out.reserve(strings.size() + 1);
-  for (std::string& s : strings) out.push_back(s.data());
-  out.push_back(nullptr);
-  return out;
-}
-
-int MillisUntil(Clock::time_point deadline) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-  if (left.count() <= 0) return 0;
-  // Rounded up so that poll() does not wake just before the deadline.
-  return static_cast<int>(std::min<int64_t>(left.count() + 1, INT_MAX));
 }
 
 // Reaps exactly our own child: the shim has no waitpid(-1) reaper, and
