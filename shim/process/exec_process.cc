@@ -214,16 +214,50 @@ std::optional<Spawned> ExecProcess::AdoptOrphanedStart(const std::string& marker
 void ExecProcess::Recover() {
   if (status_ != Status::kCreated) return;
   // A start was in flight when the server died. A `runc exec` still running
-  // as an orphan is left to the replayed Start (AdoptOrphanedStart); one
-  // that finished left its pid file. The process's exit, if it came, waits
-  // in the monitor's map (runc was a tracked spawner), replayed after this.
-  if (LiveRuntime(RuntimeMarker())) return;
+  // as an orphan is waited for (AdoptWhenRuntimeEnds); one that finished
+  // left its pid file. The process's exit, if it came, waits in the
+  // monitor's map (runc was a tracked spawner), replayed after this.
+  if (LiveRuntime(RuntimeMarker())) return AdoptWhenRuntimeEnds();
   unlink(RuntimeMarker().c_str());
   auto pid = oci::ReadPidFile(PidFile());
   if (!pid.ok()) return;  // not started: a replayed Start runs it
-  pid_ = static_cast<uint32_t>(*pid);
   auto start = bpf::ReadStartBoottime(*pid);
-  start_boottime_ = start.ok() ? *start : 0;
+  AdoptStarted(*pid, start.ok() ? *start : 0);
+}
+
+void ExecProcess::AdoptWhenRuntimeEnds() {
+  // The exec'd process may have exited already (runc outlives it) or exit
+  // before the orphan ends: its exit, replayed or drained meanwhile, is held
+  // as for any start in flight, not forgotten as an unknown pid's. This
+  // server adopts it itself, holding the container's turn, so the replayed
+  // Start (queued behind) finds the outcome; nothing depends on that replay.
+  container_.router().BeginSpawn();
+  container_.queue().Run([this](SerialQueue::Turn turn) {
+    // The dead server's holds (same names) become ours, released below as a
+    // start releases its own.
+    HoldOutputWhileStarting();
+    container_.env().pool.Run<std::shared_ptr<std::optional<Spawned>>>(
+        [marker = RuntimeMarker(), pid_file = PidFile()] {
+          return std::make_shared<std::optional<Spawned>>(AdoptOrphanedStart(marker, pid_file));
+        },
+        [this, turn = std::make_shared<SerialQueue::Turn>(std::move(turn))](
+            std::shared_ptr<std::optional<Spawned>> adopted) {
+          ReleaseOutputHold();
+          // Without a pid file the exec stays created: the replayed Start
+          // (nothing else ran in this turn) runs it afresh.
+          pid_t started = 0;
+          if (*adopted && status_ == Status::kCreated) {
+            started = (*adopted)->pid;
+            AdoptStarted(started, (*adopted)->start_boottime);
+          }
+          container_.router().EndSpawn(started);
+        });
+  });
+}
+
+void ExecProcess::AdoptStarted(pid_t pid, uint64_t start_boottime) {
+  pid_ = static_cast<uint32_t>(pid);
+  start_boottime_ = start_boottime;
   Apply(Event::kStart);
   Apply(Event::kStarted);
   // The process holds its output now (or has ended it): the dead server's
@@ -231,7 +265,7 @@ void ExecProcess::Recover() {
   // finds the exec started, takes none to release.
   DropOutputHoldsOfDeadServer();
   record_.clear_spec();
-  container_.router().Add(*pid, this);
+  container_.router().Add(pid, this);
   LogFor(LogLevel::kWarn, container_.ns(), container_.id(),
          "exec {} was started by the previous server: pid {}", exec_id(), pid_);
   PublishStarted();

@@ -232,6 +232,11 @@ class ExecProcess final : public Process {
   // started, if any. Worker thread.
   static std::optional<Spawned> AdoptOrphanedStart(const std::string& marker,
                                                    const std::string& pid_file);
+  // Recovery with the dead server's `runc exec` still running: waits for it
+  // on a worker, in the container's turn, and adopts what it started.
+  void AdoptWhenRuntimeEnds();
+  // Recovery: the process a dead server's start ran is this server's now.
+  void AdoptStarted(pid_t pid, uint64_t start_boottime);
   void PublishStarted();
   embedshim::ExecRecord record_;  // the persisted part; status and pid live above
 };

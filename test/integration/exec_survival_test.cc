@@ -133,18 +133,24 @@ void WithoutServer(Survival& s, F meanwhile) {
 // HeldRuntime does for create and start). A bash wrapper around runc:
 //   - the first `exec` writes its pid to <dir>/first-waiting and blocks
 //     reading the fifo <dir>/go; once released it runs runc and then
-//     creates <dir>/first-done;
+//     creates <dir>/first-done (kAfterRunc: it runs runc first, then
+//     waits, so it outlives the process runc started, as runc itself may);
 //   - every later `exec` (the replayed Start's) waits until first-done or
 //     <dir>/abandoned exists, so it always comes second;
 //   - everything else goes straight to runc.
 // It forks nothing while it waits: the shim tracks `runc exec` as a spawner
 // whose descendants are tracked up to a budget (bpf kDefaultSpawnBudget, 32),
 // and a polling `sleep` would use it up before runc forks the exec'd process.
+enum class HoldExec { kNo, kBeforeRunc, kAfterRunc };
+
 struct HeldExecRuntime {
   std::string dir;
   std::string config;  // for ctr run --runtime-config-path
 
-  static HeldExecRuntime Make(PrivateContainerd& cd) {
+  static HeldExecRuntime Make(PrivateContainerd& cd, HoldExec when) {
+    const std::string wait = "    echo $$ > \"$d/first-waiting\"\n"
+                             "    read -r _ < \"$d/go\"\n";
+    const std::string run = "    runc \"$@\"; rc=$?\n";
     HeldExecRuntime h;
     h.dir = cd.dir() + "/held-exec";
     REQUIRE_OK(test_support::MakeDirs(h.dir));
@@ -161,9 +167,7 @@ struct HeldExecRuntime {
                     "case \" $* \" in *\" exec \"*)\n"
                     "  if {{ set -C; true > \"$d/first\"; }} 2>/dev/null; then\n"
                     "    set +C\n"
-                    "    echo $$ > \"$d/first-waiting\"\n"
-                    "    read -r _ < \"$d/go\"\n"
-                    "    runc \"$@\"; rc=$?\n"
+                    "{}"
                     "    true > \"$d/first-done\"\n"
                     "    exit $rc\n"
                     "  fi\n"
@@ -175,7 +179,7 @@ struct HeldExecRuntime {
                     "  exec 9<&-;;\n"
                     "esac\n"
                     "exec runc \"$@\"\n",
-                    h.dir),
+                    h.dir, when == HoldExec::kAfterRunc ? run + wait : wait + run),
         0755));
     h.config = cd.dir() + "/held-exec.toml";
     REQUIRE_OK(test_support::WriteFile(h.config, fmt::format("BinaryName = \"{}\"\n", wrapper)));
@@ -221,12 +225,12 @@ struct ExecBox {
   pid_t init = 0;
   pid_t keeper = 0;
 
-  explicit ExecBox(bool hold_exec = false, std::string shim_dir = "")
+  explicit ExecBox(HoldExec hold_exec = HoldExec::kNo, std::string shim_dir = "")
       : s(Survival::Start(std::move(shim_dir))), rootfs(s->Rootfs()) {
     events = std::make_unique<EventLog>(cd());
     std::vector<std::string> flags = {"-d"};
-    if (hold_exec) {
-      held = HeldExecRuntime::Make(cd());
+    if (hold_exec != HoldExec::kNo) {
+      held = HeldExecRuntime::Make(cd(), hold_exec);
       flags.insert(flags.end(), {"--runtime-config-path", held->config});
     }
     CtrOk(cd(), RunArgsFor(cd(), kEmbed, ns, flags, rootfs, task, {"sleep", "100000"}));
@@ -340,7 +344,7 @@ void ExecAcrossServerKill(Step step) {
   const Clock::time_point t0 = Clock::now();
   const bool hold = step == Step::kStartBeforeRunc || step == Step::kStartDuringRunc ||
                     step == Step::kStartRuncDoneUnserved;
-  ExecBox box(hold);
+  ExecBox box(hold ? HoldExec::kBeforeRunc : HoldExec::kNo);
   Survival& s = *box.s;
   const std::string exec_id = UniqueName("ex");
   const std::string token = UniqueName("line");
@@ -504,6 +508,52 @@ TEST_CASE("exec survival: server killed after the exec was deleted: nothing sent
 TEST_CASE("exec survival: an exec that exits while no server runs reports its exit code 5 once",
           "[containerd][exec-survival][exec-steps]") {
   ExecAcrossServerKill(Step::kNoServer);
+}
+
+// runc may return only after the process it started has exited, and the
+// server waits for runc: killed then, the next server finds that `runc exec`
+// still alive and the exit already in the monitor's map, under a pid it
+// does not know yet. It must not forget that exit as an unknown pid's (the
+// storm of "20 execs ..." hit this now and then: one ctr waited for good).
+TEST_CASE("exec survival: server killed while `runc exec` lingers after its process exited: "
+          "exit 5 reported once",
+          "[containerd][exec-survival][exec-steps]") {
+  const Clock::time_point t0 = Clock::now();
+  ExecBox box(HoldExec::kAfterRunc);
+  const std::string exec_id = UniqueName("ex");
+  absl::StatusOr<Subprocess> ctr = box.cd().RunCtrAsync(ExecArgs(
+      box.cd(), box.ns, box.task, exec_id, {"sh", "-c", "echo ran-$((1+1)); exit 5"}));
+  REQUIRE_OK(ctr);
+  auto context = [&] {
+    return fmt::format("ctr task exec: out '{}' err '{}'\n{}", ctr->out(), ctr->err(),
+                       box.Context());
+  };
+  box.held->WaitFirst();  // runc has returned; its caller lingers
+  {
+    // runc wrote the pid file before it returned; the process is gone by now
+    // or soon (a pidfd that cannot be opened: gone already).
+    absl::StatusOr<std::string> pid_text =
+        test_support::ReadFile(box.s->Bundle(box.ns, box.task) + "/" + exec_id + ".pid");
+    INFO(context());
+    REQUIRE_OK(pid_text);
+    base::UniqueFd exec_fd = OpenPidfd(static_cast<pid_t>(std::stol(*pid_text)));
+    if (exec_fd.valid()) REQUIRE(WaitExited(exec_fd, DeadlineIn(60s)));
+  }
+  KillServerWhenDelivered(*box.s);
+  box.held->Release();
+
+  absl::StatusOr<test_support::ExitStatus> st = ctr->Wait(DeadlineIn(60s));
+  {
+    INFO(context());
+    REQUIRE_OK(st);
+    CHECK(st->ShellCode() == 5);
+    CHECK(ctr->out() == "ran-2\n");
+  }
+  box.Sentinel();
+  box.CheckExecEvents(exec_id, 5);
+  box.CheckContainerGoesOn();
+  fmt::print(stderr, "exec survival: runc lingering after its exec's exit took {:.1f} s\n",
+             SecondsSince(t0));
 }
 
 // Hidden: events are delivered at least once today. The server sends Forward
@@ -720,7 +770,7 @@ TEST_CASE("exec survival: upgrade in the middle of a tty's output: output intact
   test_support::ScopedTempDir bin("embed-upgrade-", "/tmp");
   REQUIRE(bin.ok());
   survival::InstallShimBinaries(build_dir, bin.path());
-  ExecBox box(false, bin.path());
+  ExecBox box(HoldExec::kNo, bin.path());
   Survival& s = *box.s;
   TtyShell sh(box);
   sh.Run("echo hello-$((6*7))", "hello-42");

@@ -2,6 +2,10 @@
 // pool, ttrpc server and state store; fake runc, exit monitor, events and
 // keeper (shim/process/environment.h). Requests go in as relayed frames, so
 // a test can mark them replayed as the keeper does after a server restart.
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 #include <fcntl.h>
 #include <sys/syscall.h>
@@ -21,6 +25,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "base/unique_fd.h"
+#include "bpf/pidfd.h"
 #include "events_task.pb.h"
 #include "fmt/format.h"
 #include "google/protobuf/empty.pb.h"
@@ -632,6 +638,77 @@ TEST_CASE("task service: exec, tracked from birth, exit before its start returns
   REQUIRE(h.Call<google::protobuf::Empty>("Exec", ExecRequest("c1", "e1")).ok());
   CHECK(h.State("c1", "e1").status() == containerd::v1::types::CREATED);
   CHECK(h.State("c1").status() == containerd::v1::types::RUNNING);  // the container goes on
+}
+
+// A live process standing for a dead server's `runc exec` that outlives the
+// process it started: it ends when End() (or the destructor) closes its pipe.
+class LingeringRuntime {
+ public:
+  LingeringRuntime() {
+    int fds[2];
+    REQUIRE(pipe2(fds, O_CLOEXEC) == 0);
+    pid_ = fork();
+    REQUIRE(pid_ >= 0);
+    if (pid_ == 0) {
+      close(fds[1]);
+      char c;
+      while (read(fds[0], &c, 1) < 0 && errno == EINTR) {
+      }
+      _exit(0);
+    }
+    close(fds[0]);
+    pipe_.Reset(fds[1]);
+  }
+  ~LingeringRuntime() { End(); }
+  pid_t pid() const { return pid_; }
+  void End() {
+    if (pid_ <= 0) return;
+    pipe_.Reset();
+    (void)waitpid(pid_, nullptr, 0);
+    pid_ = 0;
+  }
+
+ private:
+  pid_t pid_ = 0;
+  base::UniqueFd pipe_;
+};
+
+TEST_CASE("task service: a dead server's `runc exec` still running at recovery: the process it "
+          "started is adopted with its exit, replayed Start or not",
+          "[unit][task][exec][replay]") {
+  Harness h;
+  h.CreateAndStart("c1");
+  REQUIRE(h.Call<google::protobuf::Empty>("Exec", ExecRequest("c1", "e1")).ok());
+  const std::string bundle = h.State("c1").bundle();
+  // What the dead server's start left: the marker naming its live `runc
+  // exec`, and the pid file runc wrote before the exec'd process (1001) exited.
+  LingeringRuntime orphan;
+  auto start = bpf::ReadStartBoottime(orphan.pid());
+  REQUIRE(start.ok());
+  REQUIRE(test_support::WriteFile(bundle + "/e1.runtime-pid",
+                                  fmt::format("{} {}\n", orphan.pid(), *start))
+              .ok());
+  REQUIRE(test_support::WriteFile(bundle + "/e1.pid", "1001").ok());
+  bpf::ExitRecord exit;
+  exit.pid = 1001;
+  exit.wait_status = 5 << 8;
+  exit.exited_at_ns = 1'700'000'000'000'000'000;
+  SECTION("the exit came while no server ran: replayed at recovery") { h.Restart({exit}); }
+  SECTION("the exit comes after recovery, before the orphan ends") {
+    h.Restart();
+    h.Exit(1001, 5);
+  }
+  orphan.End();
+  h.Until([&] { return h.State("c1", "e1").status() == containerd::v1::types::STOPPED; });
+  CHECK(h.State("c1", "e1").exit_status() == 5);
+  CHECK(h.Events() == std::vector<std::string>{"/tasks/create", "/tasks/start",
+                                               "/tasks/exec-added e1", "/tasks/exec-started e1",
+                                               "/tasks/exit e1"});
+  // The replayed Start, when it comes, gets the adopted pid; nothing ran runc.
+  auto again = h.Call<task::StartResponse>("Start", StartRequest("c1", "e1"), /*replayed=*/true);
+  REQUIRE(again.ok());
+  CHECK(again->pid() == 1001);
+  for (const std::string& call : h.runtime.Calls()) CHECK(call.rfind("exec ", 0) != 0);
 }
 
 TEST_CASE("task service: exec errors as runc-v2 gives them", "[unit][task][exec]") {
