@@ -9,9 +9,7 @@
 #include <termios.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
-#include <climits>
 #include <cstring>
 #include <utility>
 #include <vector>
@@ -19,6 +17,7 @@
 #include "base/errno_status.h"
 #include "fmt/format.h"
 #include "shim/oci/runc.h"
+#include "shim/oci/spawn_util.h"
 
 namespace shim::oci {
 namespace {
@@ -27,12 +26,6 @@ using Clock = std::chrono::steady_clock;
 
 constexpr char kDirPattern[] = "/ptyXXXXXX";
 constexpr char kSocketName[] = "/pty.sock";
-
-int MillisUntil(Clock::time_point deadline) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-  if (left.count() <= 0) return 0;
-  return static_cast<int>(std::min<int64_t>(left.count() + 1, INT_MAX));
-}
 
 // Waits for POLLIN (or hangup/error) on fd until the deadline: true if it
 // came, false at the deadline.
