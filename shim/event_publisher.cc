@@ -6,13 +6,16 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 
 #include "base/absl_fmt.h"
 #include "base/read_file.h"
 #include "events_task.pb.h"
 #include "events_ttrpc.pb.h"
 #include "shim/clock.h"
+#include "shim/corrupt_file.h"
 #include "shim/log.h"
+#include "shim/paths.h"
 
 namespace shim {
 
@@ -61,37 +64,70 @@ std::string EventPublisher::SpoolPath(uint64_t seq) const {
   return fmt::format("{}/{:020}", spool_dir_, seq);
 }
 
+absl::StatusOr<SpooledEvent> DecodeSpooledEvent(std::string_view bytes) {
+  ForwardRequest req;
+  if (bytes.size() > INT32_MAX || !req.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
+    return absl::DataLossError("not a ForwardRequest (protobuf does not parse)");
+  // An empty message parses too; containerd 1.6 dereferences the missing
+  // envelope and crashes, so never send one.
+  if (!req.has_envelope()) return absl::DataLossError("no envelope");
+  const auto& env = req.envelope();
+  std::string_view type = EventTypeOf(env.topic());
+  if (type.empty())
+    return absl::DataLossError(fmt::format("topic {:?} is none the shim sends", env.topic()));
+  if (env.event().type_url() != type)
+    return absl::DataLossError(
+        fmt::format("event type {:?} is not {}'s", env.event().type_url(), env.topic()));
+  if (!IsValidIdentifier(env.namespace_()))
+    return absl::DataLossError(fmt::format("namespace {:?} is not valid", env.namespace_()));
+  auto [container_id, process_id] = IdsOf(env.event());
+  return SpooledEvent{env.topic(), env.namespace_(), std::move(container_id),
+                      std::move(process_id)};
+}
+
 void EventPublisher::LoadSpool() {
   std::vector<uint64_t> seqs;
   if (DIR* d = opendir(spool_dir_.c_str())) {
     while (dirent* e = readdir(d)) {
       std::string name = e->d_name;
-      if (name == "." || name == "..") continue;
+      if (name == "." || name == ".." || IsCorruptName(name)) continue;
+      std::string path = spool_dir_ + "/" + name;
       // Only whole events: a "<seq>.tmp" is one a dying server never
       // finished writing, and it was never sent.
-      if (name.find_first_not_of("0123456789") != std::string::npos) {
-        unlink((spool_dir_ + "/" + name).c_str());
+      if (name.size() == 24 && name.ends_with(".tmp")) {
+        unlink(path.c_str());
         continue;
       }
-      seqs.push_back(std::strtoull(name.c_str(), nullptr, 10));
+      // Exactly SpoolPath's name, so that the seq names this file and no other.
+      uint64_t seq = 0;
+      auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), seq);
+      if (ec != std::errc() || end != name.data() + name.size() || SpoolPath(seq) != path) {
+        MoveAsideCorrupt(path, "not a spool file's name");
+        continue;
+      }
+      seqs.push_back(seq);
     }
     closedir(d);
   }
   std::sort(seqs.begin(), seqs.end());
   for (uint64_t seq : seqs) {
+    // Past every file seen, readable or not: a new event never takes the
+    // name of one (a corrupt one is renamed, but may not have been).
+    next_seq_ = std::max(next_seq_, seq + 1);
     absl::StatusOr<std::string> bytes = base::ReadFile(SpoolPath(seq));
-    ForwardRequest req;
-    // An empty message parses too; containerd 1.6 dereferences the missing
-    // envelope and crashes, so never send one.
-    if (!bytes.ok() || !req.ParseFromString(*bytes) || !req.has_envelope()) {
-      LogError("events: dropping unreadable spool file {}", SpoolPath(seq));
-      unlink(SpoolPath(seq).c_str());
+    if (!bytes.ok()) {
+      LogError("events: cannot read spool file {}: {}; left for the next server",
+               SpoolPath(seq), bytes.status());
       continue;
     }
-    auto [container_id, process_id] = IdsOf(req.envelope().event());
-    queue_.push_back({seq, req.envelope().topic(), req.envelope().namespace_(), container_id,
-                      process_id, std::move(*bytes)});
-    next_seq_ = seq + 1;
+    absl::StatusOr<SpooledEvent> event = DecodeSpooledEvent(*bytes);
+    if (!event.ok()) {
+      MoveAsideCorrupt(SpoolPath(seq), std::string(event.status().message()));
+      continue;
+    }
+    queue_.push_back({seq, std::move(event->topic), std::move(event->ns),
+                      std::move(event->container_id), std::move(event->process_id),
+                      std::move(*bytes)});
   }
   if (!queue_.empty()) {
     LogInfo("events: {} undelivered events from an earlier server", queue_.size());

@@ -24,6 +24,18 @@ namespace shim {
 // "containerd.events.TaskExit"); empty for a topic the shim does not send.
 std::string_view EventTypeOf(std::string_view topic);
 
+// What a spool file says about its event.
+struct SpooledEvent {
+  std::string topic, ns, container_id, process_id;
+};
+
+// A spool file's bytes: a ForwardRequest as Publish wrote it. DataLoss for
+// anything else, e.g. no envelope (containerd 1.6 crashes on one), a topic
+// the shim does not send, an event type that is not the topic's, or a
+// namespace that is not an identifier: containerd could refuse such an
+// event forever, and it would block every event behind it.
+absl::StatusOr<SpooledEvent> DecodeSpooledEvent(std::string_view bytes);
+
 class EventPublisher final : public process::EventSink {
  public:
   // `spool_dir` holds one file per undelivered event; what it holds already

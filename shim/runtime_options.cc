@@ -70,6 +70,10 @@ std::string_view KindName(Kind kind) {
 
 absl::StatusOr<RuntimeOptions> ReadConfigFile(const std::string& path) {
   struct stat st;
+  // A fifo would block the read, a device (/dev/zero) never end it.
+  if (stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+    return absl::InvalidArgumentError(
+        fmt::format("runtime config {}: not a regular file", path));
   if (stat(path.c_str(), &st) == 0 && st.st_size > kMaxConfigFileBytes)
     return absl::InvalidArgumentError(
         fmt::format("runtime config {}: {} bytes is too big for a config file", path, st.st_size));

@@ -9,14 +9,71 @@
 #include "base/errno_status.h"
 #include "base/read_file.h"
 #include "base/unique_fd.h"
+#include "absl/container/flat_hash_set.h"
 #include "fmt/format.h"
+#include "shim/corrupt_file.h"
+#include "shim/paths.h"
 
 namespace shim {
 namespace {
 
 constexpr char kRecordSuffix[] = ".pb";
 
+// The kernel's PID_MAX_LIMIT on 64-bit: no pid is larger, and a larger
+// uint32 would turn negative as a pid_t (kill(-n) signals a group).
+constexpr uint32_t kPidMax = 4u << 20;
+
+bool KnownStatus(int status) {
+  return status >= embedshim::CREATED && status <= embedshim::CREATING;
+}
+
+// An exec id becomes part of a path in the bundle (<exec-id>.pid).
+bool UsableExecId(const std::string& id) {
+  return !id.empty() && id != "." && id != ".." && id.find('/') == std::string::npos &&
+         id.find('\0') == std::string::npos;
+}
+
+absl::Status CheckRecord(const embedshim::ContainerRecord& r, const std::string& ns,
+                         const std::string& id) {
+  if (r.namespace_() != ns || r.id() != id)
+    return absl::DataLossError(fmt::format("names {}/{}, not {}/{}", r.namespace_(), r.id(), ns, id));
+  if (!IsValidIdentifier(ns) || !IsValidIdentifier(id))
+    return absl::DataLossError("the namespace or id is not a valid identifier");
+  if (!KnownStatus(r.status()))
+    return absl::DataLossError(fmt::format("unknown status {}", static_cast<int>(r.status())));
+  if (r.pid() > kPidMax || r.logger_pid() > kPidMax)
+    return absl::DataLossError(fmt::format("pid {} or logger pid {} is out of range", r.pid(),
+                                           r.logger_pid()));
+  absl::flat_hash_set<std::string> exec_ids;
+  for (const embedshim::ExecRecord& e : r.execs()) {
+    if (!UsableExecId(e.exec_id()))
+      return absl::DataLossError(fmt::format("exec id {:?} is not usable", e.exec_id()));
+    // Two processes under one id: the second would replace the first while
+    // the exit router still points at it.
+    if (!exec_ids.insert(e.exec_id()).second)
+      return absl::DataLossError(fmt::format("exec {:?} appears twice", e.exec_id()));
+    if (!KnownStatus(e.status()) || e.status() == embedshim::CREATING)
+      return absl::DataLossError(fmt::format("exec {:?} has unknown status {}", e.exec_id(),
+                                             static_cast<int>(e.status())));
+    if (e.pid() > kPidMax)
+      return absl::DataLossError(fmt::format("exec {:?} has pid {}, out of range", e.exec_id(),
+                                             e.pid()));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+absl::StatusOr<embedshim::ContainerRecord> DecodeRecord(std::string_view bytes,
+                                                        const std::string& ns,
+                                                        const std::string& id) {
+  embedshim::ContainerRecord record;
+  if (bytes.size() > INT32_MAX ||
+      !record.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
+    return absl::DataLossError("not a ContainerRecord (protobuf does not parse)");
+  if (absl::Status st = CheckRecord(record, ns, id); !st.ok()) return st;
+  return record;
+}
 
 std::string StateStore::Path(const std::string& ns, const std::string& id) const {
   return fmt::format("{}/{}/{}{}", dir_, ns, id, kRecordSuffix);
@@ -51,9 +108,9 @@ absl::StatusOr<embedshim::ContainerRecord> StateStore::Load(const std::string& n
   std::string path = Path(ns, id);
   absl::StatusOr<std::string> bytes = base::ReadFile(path);
   if (!bytes.ok()) return bytes.status();
-  embedshim::ContainerRecord record;
-  if (!record.ParseFromString(*bytes) || record.id() != id || record.namespace_() != ns)
-    return absl::DataLossError(fmt::format("{}: not a valid record", path));
+  absl::StatusOr<embedshim::ContainerRecord> record = DecodeRecord(*bytes, ns, id);
+  if (!record.ok())
+    return absl::DataLossError(fmt::format("{}: {}", path, record.status().message()));
   return record;
 }
 
@@ -83,9 +140,12 @@ std::vector<embedshim::ContainerRecord> StateStore::LoadAll(
       auto record = Load(ns_name, name.substr(0, name.size() - n));
       if (record.ok()) {
         out.push_back(std::move(*record));
-      } else if (errors) {
-        errors->push_back(record.status().ToString());
+        continue;
       }
+      if (record.status().code() == absl::StatusCode::kDataLoss)
+        MoveAsideCorrupt(Path(ns_name, name.substr(0, name.size() - n)),
+                         std::string(record.status().message()));
+      if (errors) errors->push_back(record.status().ToString());
     }
     closedir(sub);
   }

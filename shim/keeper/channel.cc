@@ -123,21 +123,30 @@ absl::StatusOr<std::optional<Msg>> RecvMsg(int sock) {
     }
   }
   // MSG_CTRUNC: more fds than kMaxFds were sent; those that came are closed.
-  if (static_cast<size_t>(n) < kHeader || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+  if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
     return absl::DataLossError("channel: malformed message");
-  const char* p = buf.data();
+  absl::StatusOr<Msg> decoded = DecodeMsg(std::string_view(buf.data(), static_cast<size_t>(n)));
+  if (!decoded.ok()) return decoded.status();  // the fds close with msg
+  decoded->fds = std::move(msg.fds);
+  return std::optional<Msg>(std::move(*decoded));
+}
+
+absl::StatusOr<Msg> DecodeMsg(std::string_view datagram) {
+  if (datagram.size() < kHeader) return absl::DataLossError("channel: malformed message");
+  const char* p = datagram.data();
+  Msg msg;
   uint8_t type;
   uint32_t text_len;
   std::memcpy(&type, p, 1);
   std::memcpy(&msg.conn, p + 1, 8);
   std::memcpy(&msg.arg, p + 9, 4);
   std::memcpy(&text_len, p + 13, 4);
-  if (kHeader + text_len > static_cast<size_t>(n))
+  if (text_len > datagram.size() - kHeader)
     return absl::DataLossError("channel: malformed message");
   msg.type = static_cast<MsgType>(type);
   msg.text.assign(p + kHeader, text_len);
-  msg.data.assign(p + kHeader + text_len, static_cast<size_t>(n) - kHeader - text_len);
-  return std::optional<Msg>(std::move(msg));
+  msg.data.assign(p + kHeader + text_len, datagram.size() - kHeader - text_len);
+  return msg;
 }
 
 }  // namespace keeper

@@ -69,4 +69,9 @@ absl::Status SendMsg(int sock, const Msg& msg);
 // nullopt when nothing is waiting (EAGAIN); an error when the peer is gone.
 absl::StatusOr<std::optional<Msg>> RecvMsg(int sock);
 
+// The message one datagram holds, fds apart (RecvMsg's decoding). DataLoss
+// for one shorter than the header or whose text runs past its end. The type
+// is not checked: each side ignores types it does not handle.
+absl::StatusOr<Msg> DecodeMsg(std::string_view datagram);
+
 }  // namespace keeper

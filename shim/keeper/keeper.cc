@@ -15,6 +15,9 @@
 #include <optional>
 
 #include "base/absl_fmt.h"
+#include "base/errno_status.h"
+#include "shim/corrupt_file.h"
+#include "shim/keeper/upgrade_state.h"
 #include "shim/log.h"
 #include "ttrpc/unix_socket.h"
 
@@ -382,87 +385,6 @@ void Keeper::OnTtyMsg(Msg msg) {
   }
 }
 
-namespace {
-
-std::string Hex(std::string_view bytes) {
-  static const char* digits = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2 + 1);
-  for (unsigned char c : bytes) {
-    out.push_back(digits[c >> 4]);
-    out.push_back(digits[c & 15]);
-  }
-  return out.empty() ? "-" : out;
-}
-
-std::string Word(const std::string& s) { return s.empty() ? "-" : s; }
-
-int HexDigit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
-}
-
-// One line of the upgrade state, read word by word. Every read is checked:
-// a state from a keeper that wrote another format is an error, not a crash.
-class StateLine {
- public:
-  explicit StateLine(std::string_view line) : rest_(line) {}
-
-  std::optional<std::string_view> Next() {
-    size_t start = rest_.find_first_not_of(' ');
-    if (start == std::string_view::npos) return std::nullopt;
-    rest_.remove_prefix(start);
-    size_t end = std::min(rest_.find(' '), rest_.size());
-    std::string_view word = rest_.substr(0, end);
-    rest_.remove_prefix(end);
-    return word;
-  }
-  template <class T>
-  bool Number(T& out) {
-    std::optional<std::string_view> w = Next();
-    if (!w) return false;
-    auto [end, ec] = std::from_chars(w->data(), w->data() + w->size(), out);
-    return ec == std::errc() && end == w->data() + w->size();
-  }
-  // An fd this process has open, or -1 where `absent_ok`.
-  bool Fd(int& out, bool absent_ok = false) {
-    if (!Number(out)) return false;
-    if (out == -1 && absent_ok) return true;
-    return out >= 0 && fcntl(out, F_GETFD) >= 0;
-  }
-  bool Text(std::string& out) {
-    std::optional<std::string_view> w = Next();
-    if (!w) return false;
-    out = *w == "-" ? "" : std::string(*w);
-    return true;
-  }
-  bool Bytes(std::string& out) {
-    std::optional<std::string_view> w = Next();
-    if (!w || (*w != "-" && w->size() % 2 != 0)) return false;
-    out.clear();
-    if (*w == "-") return true;
-    out.reserve(w->size() / 2);
-    for (size_t i = 0; i < w->size(); i += 2) {
-      int hi = HexDigit((*w)[i]), lo = HexDigit((*w)[i + 1]);
-      if (hi < 0 || lo < 0) return false;
-      out.push_back(static_cast<char>(hi << 4 | lo));
-    }
-    return true;
-  }
-  bool AtEnd() { return !Next().has_value(); }
-
- private:
-  std::string_view rest_;
-};
-
-absl::Status Malformed(std::string_view kind) {
-  return absl::DataLossError(
-      fmt::format("a malformed '{}' line (a bad number, hex or fd, or a missing word)", kind));
-}
-
-}  // namespace
-
 void Keeper::StopServerAndWait() {
   if (server_pid_ <= 0) return;
   kill(server_pid_, SIGTERM);  // it finishes its runc calls and leaves
@@ -476,40 +398,35 @@ void Keeper::StopServerAndWait() {
 void Keeper::Upgrade() {
   LogInfo("keeper: upgrading: stopping the server, re-executing {}", config_.self_argv[0]);
   StopServerAndWait();
-  // One line per thing we hold; fds stay open across execve.
-  std::vector<int> exec_fds;
-  auto KeepAcrossExec = [&exec_fds](int fd) {
-    if (fd >= 0) {
-      fcntl(fd, F_SETFD, 0);
-      exec_fds.push_back(fd);
-    }
-    return fd;
-  };
-  std::string state = fmt::format("next {} {}\n", next_conn_, next_seq_);
-  for (auto& l : listeners_)
-    state += fmt::format("listener {} {} {}\n", KeepAcrossExec(l->fd.get()), Word(l->label),
-                         Word(l->path));
+  // Everything we hold (shim/keeper/upgrade_state.h); fds stay open across execve.
+  UpgradeState saved;
+  saved.next_conn = next_conn_;
+  saved.next_seq = next_seq_;
+  for (auto& l : listeners_) saved.listeners.push_back({l->fd.get(), l->label, l->path});
   for (auto& [id, c] : conns_)
-    state += fmt::format("conn {} {} {} {} {} {} {}\n", KeepAcrossExec(c.fd.get()), id,
-                         c.peer.uid, c.peer.pid, Word(c.label), Hex(c.out),
-                         Hex(c.decoder.Buffered()));
-  for (auto& [seq, p] : pending_)
-    state += fmt::format("pending {} {} {} {}\n", seq, p.conn, p.stream, Hex(p.frame));
-  for (auto& [name, fd] : kept_)
-    state += fmt::format("kept {} {}\n", KeepAcrossExec(fd.get()), name);
+    saved.conns.push_back({c.fd.get(), id, c.peer.uid, c.peer.pid, c.label, c.out,
+                           std::string(c.decoder.Buffered())});
+  for (auto& [seq, p] : pending_) saved.pending.push_back({seq, p.conn, p.stream, p.frame});
+  for (auto& [name, fd] : kept_) saved.kept.push_back({fd.get(), name});
   for (auto& [name, relay] : ttys_) {
-    TtyRelay::Saved t = relay->Save();
+    saved.ttys.push_back(relay->Save());
     LogInfo("keeper: upgrade: tty {} carries {} bytes for stdout, {} for the terminal", name,
-            t.to_out.size(), t.to_master.size());
-    state += fmt::format("tty {} {} {} {} {} {} {}\n", Hex(t.name), KeepAcrossExec(t.master),
-                         KeepAcrossExec(t.in), KeepAcrossExec(t.out), t.close_input ? 1 : 0,
-                         Hex(t.to_out), Hex(t.to_master));
+            saved.ttys.back().to_out.size(), saved.ttys.back().to_master.size());
   }
+  absl::StatusOr<std::string> state = EncodeUpgradeState(saved);
+  if (!state.ok()) {
+    LogError("keeper: upgrade: cannot write the state ({}); going on as before", state.status());
+    SpawnServer();
+    return;
+  }
+  std::vector<int> exec_fds = FdsOf(saved);
+  for (int fd : exec_fds) fcntl(fd, F_SETFD, 0);
   auto GoOnAsBefore = [&exec_fds] {
     for (int fd : exec_fds) fcntl(fd, F_SETFD, FD_CLOEXEC);  // not for the next server
   };
   int mfd = memfd_create("keeper-state", 0);
-  if (mfd < 0 || write(mfd, state.data(), state.size()) != static_cast<ssize_t>(state.size())) {
+  if (mfd < 0 ||
+      write(mfd, state->data(), state->size()) != static_cast<ssize_t>(state->size())) {
     LogError("keeper: upgrade: cannot write the state ({}); going on as before",
              std::strerror(errno));
     if (mfd >= 0) close(mfd);
@@ -531,21 +448,31 @@ void Keeper::Upgrade() {
 }
 
 absl::Status Keeper::Resume(int state_fd) {
-  std::string state;
+  std::string text;
   char buf[65536];
-  for (ssize_t n; (n = read(state_fd, buf, sizeof buf)) > 0;) state.append(buf, static_cast<size_t>(n));
+  ssize_t n;
+  while ((n = read(state_fd, buf, sizeof buf)) > 0) text.append(buf, static_cast<size_t>(n));
   close(state_fd);
-  int number = 0;
-  for (std::string_view rest = state; !rest.empty();) {
-    size_t end = std::min(rest.find('\n'), rest.size());
-    std::string_view line = rest.substr(0, end);
-    rest.remove_prefix(std::min(end + 1, rest.size()));
-    ++number;
-    if (absl::Status st = ResumeLine(line); !st.ok())
-      return absl::DataLossError(
-          fmt::format("the upgrade state from the previous keeper, line {}: {}", number,
-                      st.message()));
+  if (n < 0) return base::ErrnoStatus("read the upgrade state from the previous keeper");
+  // Decoded and checked whole before anything is taken: a bad state leaves
+  // no half-resumed keeper, and the caller can start afresh.
+  absl::StatusOr<UpgradeState> state = DecodeUpgradeState(text);
+  if (state.ok()) {
+    for (int fd : FdsOf(*state)) {
+      if (fcntl(fd, F_GETFD) >= 0) continue;
+      state = absl::DataLossError(fmt::format("fd {} is not open in the new keeper", fd));
+      break;
+    }
   }
+  if (!state.ok()) {
+    // Kept beside the socket for whoever looks into why.
+    const std::string& sock = config_.socket_path;
+    shim::KeepCorruptCopy(sock.substr(0, sock.rfind('/') + 1) + "upgrade-state", text,
+                          std::string(state.status().message()));
+    return absl::DataLossError(fmt::format("the upgrade state from the previous keeper: {}",
+                                           state.status().message()));
+  }
+  ResumeFrom(std::move(*state));
   LogInfo(
       "keeper: resumed after upgrade: {} listeners, {} connections, {} pending, {} kept fds, "
       "{} terminals",
@@ -554,64 +481,48 @@ absl::Status Keeper::Resume(int state_fd) {
   return absl::OkStatus();
 }
 
-absl::Status Keeper::ResumeLine(std::string_view text) {
-  StateLine f(text);
-  std::optional<std::string_view> kind_word = f.Next();
-  if (!kind_word) return absl::OkStatus();
-  const std::string kind(*kind_word);
-  if (kind == "next") {
-    if (!(f.Number(next_conn_) && f.Number(next_seq_) && f.AtEnd())) return Malformed(kind);
-  } else if (kind == "listener") {
-    int fd;
-    std::string label, path;
-    if (!(f.Fd(fd) && f.Text(label) && f.Text(path) && f.AtEnd())) return Malformed(kind);
-    fcntl(fd, F_SETFD, FD_CLOEXEC);
-    if (absl::Status st = AddListener(base::UniqueFd(fd), label); !st.ok()) return st;
-  } else if (kind == "conn") {
-    int fd;
-    uint64_t id;
-    std::string partial;
+void Keeper::ResumeFrom(UpgradeState state) {
+  // Every fd is ours from here on (and not the next server's); one that
+  // cannot be put back on the loop is closed with a log line, the rest go on.
+  for (int fd : FdsOf(state)) fcntl(fd, F_SETFD, FD_CLOEXEC);
+  next_conn_ = state.next_conn;
+  next_seq_ = state.next_seq;
+  for (auto& l : state.listeners)
+    if (absl::Status st = AddListener(base::UniqueFd(l.fd), l.label); !st.ok())
+      LogError("keeper: resume: listener {}: {}; closed", l.path, st);
+  for (auto& saved : state.conns) {
     Conn c;
-    if (!(f.Fd(fd) && f.Number(id) && f.Number(c.peer.uid) && f.Number(c.peer.pid) &&
-          f.Text(c.label) && f.Bytes(c.out) && f.Bytes(partial) && f.AtEnd()))
-      return Malformed(kind);
-    fcntl(fd, F_SETFD, FD_CLOEXEC);
-    c.id = id;
-    c.fd.Reset(fd);
-    c.decoder.Feed(partial);
+    c.id = saved.id;
+    c.fd.Reset(saved.fd);
+    c.label = std::move(saved.label);
+    c.peer.uid = saved.peer_uid;
+    c.peer.pid = saved.peer_pid;
+    c.out = std::move(saved.out);
+    c.decoder.Feed(saved.partial);
+    const uint64_t id = c.id;
+    const int fd = c.fd.get();
+    const uint32_t events = EPOLLIN | EPOLLRDHUP | (c.out.empty() ? 0u : uint32_t{EPOLLOUT});
     conns_[id] = std::move(c);
-    (void)loop_.Add(fd, EPOLLIN | EPOLLRDHUP | (conns_[id].out.empty() ? 0u : uint32_t{EPOLLOUT}),
-                    [this, id](uint32_t ev) { OnConn(id, ev); });
-  } else if (kind == "pending") {
-    uint64_t seq, conn;
-    uint32_t stream;
-    std::string frame;
-    if (!(f.Number(seq) && f.Number(conn) && f.Number(stream) && f.Bytes(frame) && f.AtEnd()))
-      return Malformed(kind);
-    pending_[seq] = Pending{conn, stream, std::move(frame)};
-    pending_index_[conn][stream] = seq;
-  } else if (kind == "kept") {
-    int fd;
-    std::string name;
-    if (!(f.Fd(fd) && f.Text(name) && f.AtEnd())) return Malformed(kind);
-    fcntl(fd, F_SETFD, FD_CLOEXEC);
-    kept_[name] = base::UniqueFd(fd);
-  } else if (kind == "tty") {
-    TtyRelay::Saved t;
-    int close_input;
-    if (!(f.Bytes(t.name) && f.Fd(t.master, true) && f.Fd(t.in, true) && f.Fd(t.out, true) &&
-          f.Number(close_input) && (close_input == 0 || close_input == 1) &&
-          f.Bytes(t.to_out) && f.Bytes(t.to_master) && f.AtEnd()))
-      return Malformed(kind);
-    t.close_input = close_input == 1;
+    if (absl::Status st = loop_.Add(fd, events, [this, id](uint32_t ev) { OnConn(id, ev); });
+        !st.ok()) {
+      LogError("keeper: resume: connection {}: {}; closed", id, st);
+      conns_.erase(id);
+    }
+  }
+  for (auto& p : state.pending) {
+    pending_[p.seq] = Pending{p.conn, p.stream, std::move(p.frame)};
+    pending_index_[p.conn][p.stream] = p.seq;
+  }
+  for (auto& k : state.kept) kept_[k.name] = base::UniqueFd(k.fd);
+  for (auto& t : state.ttys) {
     std::string name = t.name;
     absl::StatusOr<std::unique_ptr<TtyRelay>> relay = TtyRelay::Restore(loop_, std::move(t));
-    if (!relay.ok()) return relay.status();
-    ttys_[name] = std::move(*relay);
-  } else {
-    LogWarn("keeper: upgrade state: a '{}' line this keeper does not know; ignored", kind);
+    if (relay.ok()) {
+      ttys_[name] = std::move(*relay);
+    } else {
+      LogError("keeper: resume: {}", relay.status());
+    }
   }
-  return absl::OkStatus();
 }
 
 }  // namespace keeper

@@ -26,6 +26,7 @@
 #include "base/unique_fd.h"
 #include "shim/keeper/channel.h"
 #include "shim/keeper/tty_relay.h"
+#include "shim/keeper/upgrade_state.h"
 #include "ttrpc/event_loop.h"
 #include "ttrpc/frame.h"
 
@@ -87,8 +88,8 @@ class Keeper {
   // server from the new binary. Connections never notice.
   void Upgrade();
   void StopServerAndWait();
-  // One line of the state Upgrade() wrote; every field checked.
-  absl::Status ResumeLine(std::string_view line);
+  // Takes over what a decoded, checked upgrade state names.
+  void ResumeFrom(UpgradeState state);
 
   ttrpc::EventLoop& loop_;
   Config config_;

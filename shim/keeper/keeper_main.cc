@@ -2,6 +2,7 @@
 // start`; not for direct use.
 //
 //   containerd-shim-embed-v1-keeper SOCKET LOG -- SERVER_ARGV...
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
@@ -9,11 +10,32 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "base/absl_fmt.h"
 #include "base/startup_code.h"
 #include "shim/keeper/keeper.h"
 #include "shim/log.h"
+
+namespace {
+
+// The fds the previous keeper handed over are the only ones open without
+// FD_CLOEXEC above stdio (this process opens everything with it). Closed
+// when their state could not be read: none must reach the server or runc.
+void CloseInheritedFds() {
+  DIR* d = opendir("/proc/self/fd");
+  if (!d) return;
+  std::vector<int> inherited;
+  while (dirent* e = readdir(d)) {
+    int fd = std::atoi(e->d_name);
+    if (fd > 2 && fd != dirfd(d) && fcntl(fd, F_GETFD) == 0) inherited.push_back(fd);
+  }
+  closedir(d);
+  for (int fd : inherited) close(fd);
+  shim::LogWarn("keeper: closed {} fds the previous keeper handed over", inherited.size());
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 5 || std::strcmp(argv[3], "--") != 0) {
@@ -59,6 +81,16 @@ int main(int argc, char** argv) {
     int fd = std::atoi(resume);
     unsetenv("EMBED_SHIM_KEEPER_RESUME");
     st = k.Resume(fd);
+    if (!st.ok()) {
+      // Nothing of the state was taken. Exiting would leave containerd's
+      // connections to nobody; start afresh instead, as a keeper whose
+      // predecessor died: the new server recovers every container from
+      // disk, containerd sees the held connections close and cleans up
+      // those tasks, and new tasks are served.
+      shim::LogError("keeper: cannot resume after the upgrade ({}); starting afresh", st);
+      CloseInheritedFds();
+      st = k.Start();
+    }
   } else {
     st = k.Start();
   }

@@ -1,6 +1,8 @@
 // Runtime options as containerd sends them: each type as the Any containerd
 // builds from its own protos, the runtime config file (TOML) behind
 // runtimeoptions.v1.Options, and what becomes of them on runc's command line.
+#include <sys/stat.h>
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -196,6 +198,15 @@ TEST_CASE("options: a bad runtime config file is a clear error naming file and l
   REQUIRE(r.status().code() == absl::StatusCode::kInvalidArgument);
   CHECK(Contains(r.status(), dir.Sub("missing.toml")));
   CHECK(Contains(r.status(), "No such file"));
+
+  // A device would never end (/dev/zero), a fifo would block the read.
+  o.set_config_path("/dev/zero");
+  r = DecodeRuntimeOptions(AnyOf(o));
+  CHECK(std::string(r.status().message()) == "runtime config /dev/zero: not a regular file");
+  REQUIRE(mkfifo(dir.Sub("fifo.toml").c_str(), 0600) == 0);
+  o.set_config_path(dir.Sub("fifo.toml"));
+  r = DecodeRuntimeOptions(AnyOf(o));
+  CHECK(Contains(r.status(), "not a regular file"));
 }
 
 TEST_CASE("options: an unknown type is refused, naming it", "[unit][options]") {

@@ -16,6 +16,7 @@
 #include <csignal>
 #include <condition_variable>
 #include <deque>
+#include <filesystem>
 #include <future>
 #include <map>
 #include <mutex>
@@ -277,6 +278,7 @@ class Harness {
       Serve(std::move(exits_meanwhile), /*recover=*/true);
     });
   }
+  std::string StateDir() const { return dir_ + "/state"; }
   void OomKills(const std::string& id, uint64_t count) {
     thread_.Sync([&] {
       oom.counts[id] = count;
@@ -1180,4 +1182,41 @@ TEST_CASE("task service: recovery that adopts an exec drops the dead server's ou
   REQUIRE(started.ok());
   CHECK(static_cast<pid_t>(started->pid()) == exec.pid());
   CHECK(h.runtime.Calls() == std::vector<std::string>{"create c1", "start c1"});
+}
+
+TEST_CASE("task service: a restarted server moves corrupt records aside and serves the rest",
+          "[unit][task][recover]") {
+  Harness h;
+  h.CreateAndStart("c1");
+  h.CreateAndStart("c2");
+  const std::string ns_dir = h.StateDir() + "/ns";
+  // c2's record torn; c3's names one exec twice (the second would replace
+  // the first while the exit router still pointed at it).
+  REQUIRE(test_support::WriteFile(ns_dir + "/c2.pb", "\x0a\x05ns", 0600).ok());
+  embedshim::ContainerRecord c3;
+  c3.set_namespace_("ns");
+  c3.set_id("c3");
+  c3.set_status(embedshim::RUNNING);
+  c3.set_pid(4000);
+  for (int i = 0; i < 2; ++i) {
+    auto* e = c3.add_execs();
+    e->set_exec_id("e1");
+    e->set_status(embedshim::RUNNING);
+    e->set_pid(4001);
+  }
+  REQUIRE(test_support::WriteFile(ns_dir + "/c3.pb", c3.SerializeAsString(), 0600).ok());
+  h.Restart();
+  CHECK(h.State("c1").status() == containerd::v1::types::RUNNING);
+  task::StateRequest req;
+  req.set_id("c2");
+  CHECK(h.Call<task::StateResponse>("State", req).status().code() == absl::StatusCode::kNotFound);
+  req.set_id("c3");
+  CHECK(h.Call<task::StateResponse>("State", req).status().code() == absl::StatusCode::kNotFound);
+  size_t aside = 0;
+  for (const auto& e : std::filesystem::directory_iterator(ns_dir))
+    aside += e.path().filename().string().find(".pb.corrupt-") != std::string::npos;
+  CHECK(aside == 2);
+  h.Exit(4001, 0);  // nobody's: no crash, nothing published
+  h.Restart();      // the next server meets only c1
+  CHECK(h.State("c1").status() == containerd::v1::types::RUNNING);
 }
