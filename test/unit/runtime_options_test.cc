@@ -199,6 +199,56 @@ TEST_CASE("options: a bad runtime config file is a clear error naming file and l
   CHECK(Contains(r.status(), dir.Sub("missing.toml")));
   CHECK(Contains(r.status(), "No such file"));
 
+  // Characters Debian's toml++ 3.3 meets with undefined behaviour
+  // (runtime_options_fuzz found it: test/fuzz/corpus/runtime_options_fuzz/
+  // ub-toml-unreachable); ASCII and others still parse.
+  typed = ParseRuntimeConfig("Root = \"/a\"\nBi\xcc\xaevpo = 1\n", "f.toml");
+  CHECK(std::string(typed.status().message()) ==
+        "runtime config f.toml:2: a control character, or one the TOML parser mishandles "
+        "(U+00A1 to U+0499, U+2C5E to U+3057 but U+3000, or U+FB26 to U+FEFE)");
+  // The third: a control character after '[' (toml++ asserts, aborting the server).
+  typed = ParseRuntimeConfig("Root = \"/a\"\n[\x1f\x04]\n", "f.toml");
+  CHECK(typed.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(Contains(typed.status(), "f.toml:2: a control character"));
+  // The fourth and fifth: toml++'s own checks fail (a table header's '['
+  // without a key after it; a '}' in an array). They abort no more: the file
+  // is refused.
+  for (std::string bad : {"[*]", "[ =]", "[[#]]", "[\r\n", "[", "  [[ {", "np=[[[[}7  74suq"}) {
+    typed = ParseRuntimeConfig("Root = \"/a\"\n" + bad, "f.toml");
+    INFO(bad);
+    CHECK(typed.status().code() == absl::StatusCode::kInvalidArgument);
+  }
+  typed = ParseRuntimeConfig("[*]", "f.toml");
+  CHECK(std::string(typed.status().message()) ==
+        "runtime config f.toml: malformed TOML (the parser's own checks failed)");
+  typed = ParseRuntimeConfig("Root = \"/a\"\n[ a.b ]\n[[\"c\"]]\nx = [\n  [1],\n]\n", "f.toml");
+  CHECK(typed.ok());
+  typed = ParseRuntimeConfig("Root = \"/a\"\r\n", "f.toml");
+  CHECK(typed.ok());
+  typed = ParseRuntimeConfig("Root = \"/a\"\r[a]", "f.toml");  // CR alone
+  CHECK(Contains(typed.status(), "f.toml:1: a control character"));
+  // The second crash input: U+FEF7 in a key.
+  typed = ParseRuntimeConfig("ZBinar\xef\xbb\xb7me = \"O\"\n", "f.toml");
+  CHECK(typed.status().code() == absl::StatusCode::kInvalidArgument);
+  typed = ParseRuntimeConfig("# \xc3\xbc\nRoot = \"/a\"\n", "f.toml");
+  CHECK(typed.status().code() == absl::StatusCode::kInvalidArgument);
+  // U+00A0, U+3000, U+20AC, U+1F600
+  const std::string fine = "/\xc2\xa0\xe3\x80\x80\xe2\x82\xac\xf0\x9f\x98\x80";
+  typed = ParseRuntimeConfig("Root = \"" + fine + "\"\n", "f.toml");
+  REQUIRE(typed.ok());
+  CHECK(typed->root() == fine);
+  // Every code point the parser mishandles is refused before it sees one.
+  for (char32_t c = 0xA0; c <= 0xFEFF; ++c) {
+    if (c >= 0xD800 && c <= 0xDFFF) continue;  // no UTF-8 for surrogates
+    std::string utf8 = c < 0x800 ? std::string{static_cast<char>(0xC0 | c >> 6),
+                                               static_cast<char>(0x80 | (c & 0x3F))}
+                                 : std::string{static_cast<char>(0xE0 | c >> 12),
+                                               static_cast<char>(0x80 | (c >> 6 & 0x3F)),
+                                               static_cast<char>(0x80 | (c & 0x3F))};
+    // At a token boundary, where the parser asks whether it is whitespace.
+    (void)ParseRuntimeConfig("Root = \"/a\"" + utf8 + "\n", "f.toml");
+  }
+
   // A device would never end (/dev/zero), a fifo would block the read.
   o.set_config_path("/dev/zero");
   r = DecodeRuntimeOptions(AnyOf(o));
