@@ -1,10 +1,7 @@
 // An exec process: recorded by Exec (Container::AddExec), `runc exec
 // --detach` at Start, signalled directly (a pidfd), deleted from its
 // container. Its exit is tracked from birth: runc is a tracked spawner.
-#include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
-#include <stdio.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -12,7 +9,6 @@
 #include <optional>
 
 #include "base/absl_fmt.h"
-#include "base/read_file.h"
 #include "bpf/pidfd.h"
 #include "events_task.pb.h"
 #include "fmt/format.h"
@@ -21,6 +17,7 @@
 #include "shim/oci/runc.h"
 #include "shim/process/container.h"
 #include "shim/process/process.h"
+#include "shim/process/runtime_marker.h"
 #include "shim/worker_pool.h"
 
 namespace shim::process {
@@ -170,37 +167,10 @@ std::string ExecProcess::RuntimeMarker() const {
   return fmt::format("{}/{}.runtime-pid", container_.bundle(), exec_id());
 }
 
-void ExecProcess::WriteRuntimeMarker(const std::string& path, pid_t runtime_pid) {
-  auto start = bpf::ReadStartBoottime(runtime_pid);
-  if (!start.ok()) return;
-  const std::string tmp = path + ".tmp";
-  const std::string text = fmt::format("{} {}\n", runtime_pid, *start);
-  base::UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-  if (fd && write(fd.get(), text.data(), text.size()) == static_cast<ssize_t>(text.size()))
-    (void)rename(tmp.c_str(), path.c_str());
-}
-
-namespace {
-// The live `runc exec` a marker names, as a pidfd; none when it finished.
-std::optional<base::UniqueFd> LiveRuntime(const std::string& marker) {
-  auto text = base::ReadFile(marker);
-  if (!text.ok()) return std::nullopt;
-  pid_t pid = 0;
-  unsigned long long start = 0;
-  if (sscanf(text->c_str(), "%d %llu", &pid, &start) != 2) return std::nullopt;
-  auto pidfd = bpf::PidfdIfSameLive(pid, start);
-  if (!pidfd.ok()) return std::nullopt;
-  return std::move(*pidfd);
-}
-}  // namespace
-
 std::optional<Spawned> ExecProcess::AdoptOrphanedStart(const std::string& marker,
                                                        const std::string& pid_file) {
-  if (auto runtime = LiveRuntime(marker)) {
-    // Rare (a server killed during `runc exec`), bounded, on a worker.
-    pollfd p{runtime->get(), POLLIN, 0};
-    (void)poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(kOrphanedRuntimeLimit)));
-  }
+  // Rare (a server killed during `runc exec`), bounded, on a worker.
+  (void)WaitForMarkedRuntime(marker, kOrphanedRuntimeLimit);
   auto pid = oci::ReadPidFile(pid_file);
   if (!pid.ok()) return std::nullopt;  // it started nothing: start afresh
   unlink(marker.c_str());
