@@ -115,14 +115,7 @@ void InitProcess::Create(bool replayed, const task::CreateTaskRequest& req, Then
           return then(res->status());
         }
         Spawned& s = **res;
-        // runc holds the init until `runc start`: tracking it now misses nothing.
-        if (absl::Status st = env.exits.Track(s.pid, s.start_boottime); !st.ok())
-          LogFor(LogLevel::kError, container_.ns(), container_.id(), "tracking pid {}: {}",
-                 s.pid, st);
-        pid_ = static_cast<uint32_t>(s.pid);
-        start_boottime_ = s.start_boottime;
-        container_.router().Add(s.pid, this);
-        KeepStdio(s);
+        TakeCreatedInit(s);
         // Persisted below with the pid: a later Delete, by whichever server,
         // makes sure the logger is gone.
         container_.mutable_base().set_logger_pid(s.logger_pid);
@@ -136,6 +129,16 @@ void InitProcess::Create(bool replayed, const task::CreateTaskRequest& req, Then
         LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "created pid={}", pid_);
         then(pid());
       });
+}
+
+void InitProcess::TakeCreatedInit(Spawned& s) {
+  // runc holds the init until `runc start`: tracking it now misses nothing.
+  if (absl::Status st = container_.env().exits.Track(s.pid, s.start_boottime); !st.ok())
+    LogFor(LogLevel::kError, container_.ns(), container_.id(), "tracking pid {}: {}", s.pid, st);
+  pid_ = static_cast<uint32_t>(s.pid);
+  start_boottime_ = s.start_boottime;
+  container_.router().Add(s.pid, this);
+  KeepStdio(s);
 }
 
 void InitProcess::PublishCreatedFromRecord() {
@@ -216,13 +219,7 @@ void InitProcess::SettleOrphanedCreate(Then<bool> then) {
           return then(false);
         }
         Spawned& s = **adopted;
-        if (absl::Status st = env.exits.Track(s.pid, s.start_boottime); !st.ok())
-          LogFor(LogLevel::kError, container_.ns(), container_.id(), "tracking pid {}: {}",
-                 s.pid, st);
-        pid_ = static_cast<uint32_t>(s.pid);
-        start_boottime_ = s.start_boottime;
-        container_.router().Add(s.pid, this);
-        KeepStdio(s);
+        TakeCreatedInit(s);
         DropOutputHoldsOfDeadServer();  // the init holds its output now
         Apply(Event::kCreated);
         container_.WatchOom(/*recovered=*/false);

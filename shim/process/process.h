@@ -174,6 +174,9 @@ class InitProcess final : public Process {
   // processes are tracked from birth, as an exec's.
   void StartRestore(bool replayed, Then<pid_t> then);
   void PublishCreated(const containerd::task::v2::CreateTaskRequest& req);
+  // The init that `runc create` made (ours or an adopted one's): tracked,
+  // routed, and its stdio kept.
+  void TakeCreatedInit(Spawned& s);
   // The same from the record (an adopted create: the request is gone).
   void PublishCreatedFromRecord();
   // Waits for the `runc create` a dead server left running; the init it
@@ -227,7 +230,6 @@ class ExecProcess final : public Process {
   std::string PidFile() const;
   // <bundle>/<exec-id>.runtime-pid: the `runc exec` of a start in flight.
   std::string RuntimeMarker() const;
-  static void WriteRuntimeMarker(const std::string& path, pid_t runtime_pid);
   // Waits for the `runc exec` a dead server left running; the process it
   // started, if any. Worker thread.
   static std::optional<Spawned> AdoptOrphanedStart(const std::string& marker,
