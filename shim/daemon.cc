@@ -13,19 +13,20 @@
 #include "absl/container/flat_hash_set.h"
 
 #include "base/absl_fmt.h"
+#include "base/log.h"
 #include "base/startup_code.h"
+#include "base/worker_pool.h"
 #include "bpf/exit_monitor.h"
-#include "shim/admin_service.h"
-#include "shim/event_publisher.h"
-#include "shim/instance_lock.h"
-#include "shim/keeper_link.h"
-#include "shim/log.h"
-#include "shim/oom_watcher.h"
-#include "shim/paths.h"
+#include "keeper/link.h"
+#include "shim/manager/instance_lock.h"
+#include "shim/process/identifier.h"
 #include "shim/process/runc_runtime.h"
-#include "shim/state_store.h"
-#include "shim/task_service.h"
-#include "shim/worker_pool.h"
+#include "shim/store/paths.h"
+#include "shim/store/state_store.h"
+#include "shim/task/admin_service.h"
+#include "shim/task/event_publisher.h"
+#include "shim/task/oom_watcher.h"
+#include "shim/task/task_service.h"
 #include "ttrpc/server.h"
 
 namespace shim {
@@ -51,11 +52,11 @@ absl::Duration MillisecondsFromEnv(const char* name, absl::Duration otherwise) {
 // so no `start` sees a half-removed instance.
 void RemoveInstance(const InstancePaths& paths) {
   if (absl::Status st = bpf::ExitMonitor::RemovePins(paths.bpf); !st.ok())
-    LogError("removing pins {}: {}", paths.bpf, st);
+    base::LogError("removing pins {}: {}", paths.bpf, st);
   // Sockets (main and per-namespace), state, log and the lock file we hold.
   std::error_code ec;
   std::filesystem::remove_all(paths.dir, ec);
-  if (ec) LogError("removing {}: {}", paths.dir, ec.message());
+  if (ec) base::LogError("removing {}: {}", paths.dir, ec.message());
 }
 
 // The process layer's seams, onto the pinned exit monitor and the keeper.
@@ -73,7 +74,7 @@ class MonitorExits final : public process::ExitTracker {
 
 class KeeperFds final : public process::FdKeeper {
  public:
-  explicit KeeperFds(KeeperLink& keeper) : keeper_(keeper) {}
+  explicit KeeperFds(keeper::Link& keeper) : keeper_(keeper) {}
   void Keep(const std::string& name, base::UniqueFd fd) override {
     keeper_.Keep(name, std::move(fd));
   }
@@ -88,17 +89,17 @@ class KeeperFds final : public process::FdKeeper {
   void DropTty(const std::string& name) override { keeper_.DropTty(name); }
 
  private:
-  KeeperLink& keeper_;
+  keeper::Link& keeper_;
 };
 
 }  // namespace
 
 int RunDaemon(const Flags& flags) {
   InstancePaths paths = PathsFor(flags.address);
-  Log::Init(paths.log, flags.debug);
+  base::Log::Init(paths.log, flags.debug);
   const char* keeper_fd = std::getenv("EMBED_SHIM_KEEPER_FD");
   if (!keeper_fd) {
-    LogError("serve: no keeper channel ($EMBED_SHIM_KEEPER_FD); the server is started by "
+    base::LogError("serve: no keeper channel ($EMBED_SHIM_KEEPER_FD); the server is started by "
              "containerd-shim-embed-v1-keeper, which `start` runs");
     return 2;
   }
@@ -114,29 +115,29 @@ int RunDaemon(const Flags& flags) {
   base::UniqueFd signal_fd(signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK));
   absl::Time started = absl::Now();
 
-  auto loop_or = ttrpc::EventLoop::Create();
+  auto loop_or = base::EventLoop::Create();
   if (!loop_or.ok()) {
-    LogError("event loop: {}", loop_or.status());
+    base::LogError("event loop: {}", loop_or.status());
     return 1;
   }
-  ttrpc::EventLoop& loop = **loop_or;
+  base::EventLoop& loop = **loop_or;
 
-  bpf::SetLibbpfLogSink([](std::string_view line) { LogDebug("libbpf: {}", line); });
+  bpf::SetLibbpfLogSink([](std::string_view line) { base::LogDebug("libbpf: {}", line); });
   auto monitor = bpf::ExitMonitor::Open(paths.bpf);
   if (!monitor.ok()) {
-    LogError("exit monitor: {}", monitor.status());
+    base::LogError("exit monitor: {}", monitor.status());
     return 1;
   }
 
-  WorkerPool pool(loop, 8);
+  base::WorkerPool pool(loop, 8);
   StateStore store(paths.state);
   const char* ttrpc_address = std::getenv("TTRPC_ADDRESS");
   EventPublisher events(loop, ttrpc_address ? ttrpc_address : "", paths.dir + "/events");
 
   ttrpc::ServerOptions server_options;
-  server_options.log = [](std::string_view line) { LogWarn("ttrpc: {}", line); };
+  server_options.log = [](std::string_view line) { base::LogWarn("ttrpc: {}", line); };
   auto server = std::make_unique<ttrpc::Server>(loop, server_options);
-  KeeperLink keeper(loop, std::move(channel), *server);
+  keeper::Link keeper(loop, std::move(channel), *server);
 
   MonitorExits exits(**monitor);
   KeeperFds keeper_fds(keeper);
@@ -156,7 +157,7 @@ int RunDaemon(const Flags& flags) {
     loop.Stop();
   });
   if (absl::Status st = keeper.Start(); !st.ok()) {
-    LogError("keeper channel: {}", st);
+    base::LogError("keeper channel: {}", st);
     return 1;
   }
   service.DropUnknownTtys(keeper.ttys());
@@ -169,10 +170,10 @@ int RunDaemon(const Flags& flags) {
     std::string path = paths.NamespaceSocket(ns);
     if (keeper.listening().contains(ns)) return "unix://" + path;
     unlink(path.c_str());
-    auto fd = ttrpc::ListenUnix(path);
+    auto fd = base::ListenUnix(path);
     if (!fd.ok()) return fd.status();
     keeper.Listen(ns, std::move(*fd));
-    LogInfo("serving namespace {} on {}", ns, path);
+    base::LogInfo("serving namespace {} on {}", ns, path);
     return "unix://" + path;
   };
   AdminService admin(service, **monitor, events, keeper, *server, serve_namespace);
@@ -180,13 +181,13 @@ int RunDaemon(const Flags& flags) {
   std::vector<std::string> namespaces = service.Namespaces();
   if (!flags.namespace_.empty()) namespaces.push_back(flags.namespace_);
   for (const auto& ns : namespaces) {
-    if (auto st = serve_namespace(ns); !st.ok()) LogError("namespace {}: {}", ns, st.status());
+    if (auto st = serve_namespace(ns); !st.ok()) base::LogError("namespace {}: {}", ns, st.status());
   }
 
   bpf::ExitMonitor& mon = **monitor;
   (void)loop.Add(mon.fd(), EPOLLIN, [&](uint32_t) {
     if (auto n = mon.Drain([&](const bpf::ExitRecord& e) { service.OnExit(e); }); !n.ok())
-      LogError("exit monitor: {}", n.status());
+      base::LogError("exit monitor: {}", n.status());
   });
 
   const absl::Duration idle_linger = MillisecondsFromEnv("EMBED_SHIM_IDLE_LINGER_MS", kIdleLinger);
@@ -207,7 +208,7 @@ int RunDaemon(const Flags& flags) {
   auto linger = [&] {
     idle_since = absl::Now();
     starts_when_idle = AnsweredStarts(paths);
-    LogInfo("idle: no container left; leaving in {} unless a start answers with this shim",
+    base::LogInfo("idle: no container left; leaving in {} unless a start answers with this shim",
             absl::FormatDuration(idle_linger));
     loop.RunAfter(idle_linger, check_idle);
   };
@@ -215,17 +216,17 @@ int RunDaemon(const Flags& flags) {
   const absl::Duration unused_limit = MillisecondsFromEnv("EMBED_SHIM_UNUSED_LIMIT_MS", kUnusedLimit);
   loop.RunAfter(unused_limit, [&] {
     if (service.ShutdownIfUnused())
-      LogInfo("no container arrived within {}: leaving", absl::FormatDuration(unused_limit));
+      base::LogInfo("no container arrived within {}: leaving", absl::FormatDuration(unused_limit));
   });
   (void)loop.Add(signal_fd.get(), EPOLLIN, [&](uint32_t) {
     signalfd_siginfo info;
     (void)!read(signal_fd.get(), &info, sizeof info);
-    LogInfo("signal {}: stopping; {} containers keep running", info.ssi_signo,
+    base::LogInfo("signal {}: stopping; {} containers keep running", info.ssi_signo,
             service.container_count());
     loop.Stop();
   });
 
-  LogInfo("serving for containerd {} in {:.1f} ms: {} containers, exit monitor {}",
+  base::LogInfo("serving for containerd {} in {:.1f} ms: {} containers, exit monitor {}",
           flags.address, absl::ToDoubleMilliseconds(absl::Now() - started),
           service.container_count(), bpf::ExitMonitor::Version());
   keeper.Ready();
@@ -241,13 +242,13 @@ int RunDaemon(const Flags& flags) {
     if (service.container_count() > 0) continue;  // a Create got in meanwhile
     const uint64_t starts = AnsweredStarts(paths);
     if (starts == starts_when_idle) {
-      LogInfo("idle: removing {}", paths.dir);
+      base::LogInfo("idle: removing {}", paths.dir);
       keeper.ShutdownAndWait();
       server.reset();
       RemoveInstance(paths);
       break;
     }
-    LogInfo("idle: a start answered with this shim while it lingered (answered starts {} -> "
+    base::LogInfo("idle: a start answered with this shim while it lingered (answered starts {} -> "
             "{}): staying", starts_when_idle, starts);
     linger();
   }

@@ -1,7 +1,7 @@
 // The serving process: one per containerd, serving every namespace.
 #pragma once
 
-#include "shim/flags.h"
+#include "shim/manager/flags.h"
 
 namespace shim {
 

@@ -7,9 +7,9 @@
 #include <vector>
 
 #include "base/absl_fmt.h"
-#include "shim/commands.h"
 #include "shim/daemon.h"
-#include "shim/flags.h"
+#include "shim/manager/commands.h"
+#include "shim/manager/flags.h"
 
 namespace {
 

@@ -15,15 +15,15 @@
 
 namespace ttrpc {
 
-absl::StatusOr<std::shared_ptr<Client>> Client::Connect(EventLoop& loop,
+absl::StatusOr<std::shared_ptr<Client>> Client::Connect(base::EventLoop& loop,
                                                         std::string_view address,
                                                         Options options) {
-  absl::StatusOr<base::UniqueFd> fd = DialUnix(address);
+  absl::StatusOr<base::UniqueFd> fd = base::DialUnix(address);
   if (!fd.ok()) return fd.status();
   return Adopt(loop, std::move(*fd), std::move(options));
 }
 
-std::shared_ptr<Client> Client::Adopt(EventLoop& loop, base::UniqueFd fd, Options options) {
+std::shared_ptr<Client> Client::Adopt(base::EventLoop& loop, base::UniqueFd fd, Options options) {
   // The loop must never block on the peer, whoever created this socket.
   fcntl(fd.get(), F_SETFL, fcntl(fd.get(), F_GETFL) | O_NONBLOCK);
   std::shared_ptr<Client> c(new Client(loop, std::move(fd), std::move(options)));
@@ -31,7 +31,7 @@ std::shared_ptr<Client> Client::Adopt(EventLoop& loop, base::UniqueFd fd, Option
   return c;
 }
 
-Client::Client(EventLoop& loop, base::UniqueFd fd, Options options)
+Client::Client(base::EventLoop& loop, base::UniqueFd fd, Options options)
     : loop_(loop), fd_(std::move(fd)), options_(std::move(options)),
       decoder_(options_.max_message_size) {}
 
@@ -210,9 +210,9 @@ void Client::CloseWith(absl::Status status) {
 
 absl::StatusOr<std::unique_ptr<BlockingClient>> BlockingClient::Connect(
     std::string_view address, ClientOptions options) {
-  absl::StatusOr<base::UniqueFd> fd = DialUnix(address);
+  absl::StatusOr<base::UniqueFd> fd = base::DialUnix(address);
   if (!fd.ok()) return fd.status();
-  auto loop = EventLoop::Create();
+  auto loop = base::EventLoop::Create();
   if (!loop.ok()) return loop.status();
   std::unique_ptr<BlockingClient> bc(new BlockingClient());
   bc->loop_ = std::move(*loop);

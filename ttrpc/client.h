@@ -15,11 +15,11 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "base/event_loop.h"
 #include "base/unique_fd.h"
-#include "ttrpc/event_loop.h"
+#include "base/unix_socket.h"
 #include "ttrpc/frame.h"
 #include "ttrpc/types.h"
-#include "ttrpc/unix_socket.h"
 
 namespace ttrpc {
 
@@ -40,11 +40,11 @@ class Client : public std::enable_shared_from_this<Client> {
   using Callback = std::function<void(absl::StatusOr<std::string>)>;
 
   // Connects to a filesystem unix socket ("unix://" prefix allowed).
-  static absl::StatusOr<std::shared_ptr<Client>> Connect(EventLoop& loop,
+  static absl::StatusOr<std::shared_ptr<Client>> Connect(base::EventLoop& loop,
                                                          std::string_view address,
                                                          Options options = {});
   // Uses an already-connected socket.
-  static std::shared_ptr<Client> Adopt(EventLoop& loop, base::UniqueFd fd,
+  static std::shared_ptr<Client> Adopt(base::EventLoop& loop, base::UniqueFd fd,
                                        Options options = {});
   ~Client();
 
@@ -59,7 +59,7 @@ class Client : public std::enable_shared_from_this<Client> {
   uint64_t unmatched_responses() const { return unmatched_.load(); }
 
  private:
-  Client(EventLoop& loop, base::UniqueFd fd, Options options);
+  Client(base::EventLoop& loop, base::UniqueFd fd, Options options);
   void Start();
   void StartCall(std::string service, std::string method, std::string payload,
                  CallOptions options, Callback done);
@@ -72,10 +72,10 @@ class Client : public std::enable_shared_from_this<Client> {
 
   struct Pending {
     Callback done;
-    EventLoop::TimerId timer = 0;
+    base::EventLoop::TimerId timer = 0;
   };
 
-  EventLoop& loop_;
+  base::EventLoop& loop_;
   base::UniqueFd fd_;
   Options options_;
   FrameDecoder decoder_;
@@ -113,7 +113,7 @@ class BlockingClient {
 
  private:
   BlockingClient() = default;
-  std::unique_ptr<EventLoop> loop_;
+  std::unique_ptr<base::EventLoop> loop_;
   std::shared_ptr<Client> client_;
   std::thread thread_;
 };

@@ -22,7 +22,7 @@ namespace ttrpc {
 
 struct Responder::State {
   std::weak_ptr<ServerCore> core;
-  EventLoop* loop;
+  base::EventLoop* loop;
   uint64_t connection_id;
   uint32_t stream_id;
   std::atomic<bool> replied{false};
@@ -32,7 +32,7 @@ struct Responder::State {
 // reply that outlives the server or its connection is dropped safely.
 class ServerCore : public std::enable_shared_from_this<ServerCore> {
  public:
-  ServerCore(EventLoop& loop, Server::Options options)
+  ServerCore(base::EventLoop& loop, Server::Options options)
       : loop_(loop), options_(std::move(options)) {}
   ~ServerCore() {
     for (auto& [id, conn] : connections_) loop_.Remove(conn->fd.get());
@@ -120,7 +120,7 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
 
   size_t connection_count() const { return connections_.size(); }
   size_t pending_requests() const { return pending_; }
-  EventLoop& loop() { return loop_; }
+  base::EventLoop& loop() { return loop_; }
 
  private:
   struct Listener {
@@ -138,7 +138,7 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
     std::string out;  // bytes not yet written
     bool close_after_flush = false;
     // Open requests, each with its deadline timer (0 = none).
-    absl::flat_hash_map<uint32_t, EventLoop::TimerId> streams;
+    absl::flat_hash_map<uint32_t, base::EventLoop::TimerId> streams;
   };
 
   void Log(const std::string& line) {
@@ -253,7 +253,7 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
     state->stream_id = stream;
     Responder responder(state);
 
-    EventLoop::TimerId timer = 0;
+    base::EventLoop::TimerId timer = 0;
     if (req.timeout_nano() > 0) {
       absl::Duration timeout = absl::Nanoseconds(req.timeout_nano());
       ctx.deadline = absl::Now() + timeout;
@@ -337,7 +337,7 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
     if (options_.on_disconnect) options_.on_disconnect(id);
   }
 
-  EventLoop& loop_;
+  base::EventLoop& loop_;
   Server::Options options_;
   absl::flat_hash_map<std::string, absl::flat_hash_map<std::string, Handler>> handlers_;
   std::vector<std::unique_ptr<Listener>> listeners_;
@@ -363,7 +363,7 @@ void Responder::Reply(absl::StatusOr<std::string> payload) const {
 
 bool Responder::replied() const { return state_->replied.load(); }
 
-Server::Server(EventLoop& loop, Options options)
+Server::Server(base::EventLoop& loop, Options options)
     : core_(std::make_shared<ServerCore>(loop, std::move(options))) {}
 Server::~Server() = default;
 

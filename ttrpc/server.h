@@ -13,11 +13,11 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "base/event_loop.h"
 #include "base/unique_fd.h"
-#include "ttrpc/event_loop.h"
+#include "base/unix_socket.h"
 #include "ttrpc/frame.h"
 #include "ttrpc/types.h"
-#include "ttrpc/unix_socket.h"
 
 namespace ttrpc {
 
@@ -56,7 +56,7 @@ class Server {
  public:
   using Options = ServerOptions;
 
-  Server(EventLoop& loop, Options options);
+  Server(base::EventLoop& loop, Options options);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;

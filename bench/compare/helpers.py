@@ -4,7 +4,7 @@
   helpers.py mem SOCK                 shim processes of the containerd at SOCK -> JSON
   helpers.py wait-gone SOCK SECONDS   wait until no shim process of SOCK is left
   helpers.py pids SOCK                their pids, one a line
-  helpers.py instance-hash SOCK       our shim's instance name for SOCK (shim/paths.cc)
+  helpers.py instance-hash SOCK       our shim's instance name for SOCK (shim/store/paths.cc)
   helpers.py state-hex ID             a containerd.task.v2 StateRequest{id} as hex
   helpers.py parse-ttrpc FILE         bench_ttrpc's markdown output -> JSON
   helpers.py events ...               the events phase (see events_phase)
@@ -99,7 +99,7 @@ def wait_gone(sock, seconds):
 # --- small encoders --------------------------------------------------------
 
 def instance_hash(sock):
-    # FNV-1a over the address without unix://, as shim/paths.cc does.
+    # FNV-1a over the address without unix://, as shim/store/paths.cc does.
     if sock.startswith('unix://'):
         sock = sock[7:]
     h = 1469598103934665603

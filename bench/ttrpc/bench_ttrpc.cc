@@ -41,10 +41,10 @@
 #include "absl/status/statusor.h"
 #include "base/absl_fmt.h"
 #include "base/errno_status.h"
+#include "base/event_loop.h"
 #include "base/unique_fd.h"
 #include "fmt/format.h"
 #include "ttrpc/client.h"
-#include "ttrpc/event_loop.h"
 #include "ttrpc/frame.h"
 #include "ttrpc/server.h"
 #include "ttrpc/ttrpc.pb.h"
@@ -162,7 +162,7 @@ class TempSocketDir {
 class LocalServer {
  public:
   explicit LocalServer(const std::string& path) {
-    absl::StatusOr<std::unique_ptr<ttrpc::EventLoop>> loop = ttrpc::EventLoop::Create();
+    absl::StatusOr<std::unique_ptr<base::EventLoop>> loop = base::EventLoop::Create();
     if (!loop.ok()) Die(loop.status().ToString());
     loop_ = std::move(*loop);
     ttrpc::ServerOptions o;
@@ -172,7 +172,7 @@ class LocalServer {
                       [](ttrpc::RequestContext, std::string payload, ttrpc::Responder r) {
                         r.Reply(std::move(payload));
                       });
-    absl::StatusOr<base::UniqueFd> listener = ttrpc::ListenUnix(path);
+    absl::StatusOr<base::UniqueFd> listener = base::ListenUnix(path);
     if (!listener.ok()) Die(listener.status().ToString());
     // Before Run(): allowed from this thread.
     if (absl::Status s = server_->Serve(std::move(*listener)); !s.ok()) Die(s.ToString());
@@ -185,7 +185,7 @@ class LocalServer {
   }
 
  private:
-  std::unique_ptr<ttrpc::EventLoop> loop_;
+  std::unique_ptr<base::EventLoop> loop_;
   std::unique_ptr<ttrpc::Server> server_;
   std::thread thread_;
 };
@@ -283,7 +283,7 @@ Result LatencyBlockingClient(const CallSpec& spec, const Flags& f) {
 class RawClient {
  public:
   explicit RawClient(const std::string& address) {
-    absl::StatusOr<base::UniqueFd> fd = ttrpc::DialUnix(address);
+    absl::StatusOr<base::UniqueFd> fd = base::DialUnix(address);
     if (!fd.ok()) Die(fmt::format("connect {}: {}", address, fd.status()));
     fd_ = std::move(*fd);  // DialUnix gives a blocking socket
   }

@@ -1,12 +1,12 @@
 #include "shim/process/container.h"
 
 #include "base/absl_fmt.h"
+#include "base/log.h"
 #include "events_task.pb.h"
 #include "fmt/format.h"
-#include "shim/clock.h"
-#include "shim/log.h"
 #include "shim/oci/spec.h"
-#include "shim/paths.h"
+#include "shim/process/clock.h"
+#include "shim/process/identifier.h"
 
 namespace shim::process {
 
@@ -47,7 +47,7 @@ embedshim::ContainerRecord Container::Record() const {
 
 void Container::Persist() const {
   if (absl::Status st = env_.store.Save(Record()); !st.ok())
-    LogFor(LogLevel::kError, ns(), id(), "persisting state: {}", st);
+    base::LogFor(base::LogLevel::kError, ns(), id(), "persisting state: {}", st);
 }
 
 absl::StatusOr<Process*> Container::Find(const std::string& exec_id) {
@@ -102,7 +102,7 @@ absl::Status Container::AddExec(const containerd::task::v2::ExecProcessRequest& 
   ev.set_container_id(id());
   ev.set_exec_id(req.exec_id());
   env_.events.Publish(ns(), "/tasks/exec-added", ev);
-  LogFor(LogLevel::kInfo, ns(), id(), "exec {} added terminal={}", req.exec_id(), req.terminal());
+  base::LogFor(base::LogLevel::kInfo, ns(), id(), "exec {} added terminal={}", req.exec_id(), req.terminal());
   return absl::OkStatus();
 }
 
@@ -132,7 +132,7 @@ void Container::Recover() {
 
 void Container::WatchOom(bool recovered) {
   if (absl::Status st = env_.oom.Watch(Record()); !st.ok()) {
-    LogFor(LogLevel::kWarn, ns(), id(), "no OOM events for this container: {}", st);
+    base::LogFor(base::LogLevel::kWarn, ns(), id(), "no OOM events for this container: {}", st);
     return;
   }
   std::optional<uint64_t> counted = env_.oom.OomKills(ns(), id());
@@ -160,7 +160,7 @@ void Container::OnOomKills(uint64_t oom_kills) {
     env_.events.Publish(ns(), "/tasks/oom", ev);
   }
   if (oom_kills > reported)
-    LogFor(LogLevel::kInfo, ns(), id(), "OOM kills: {} (published {} new)", oom_kills,
+    base::LogFor(base::LogLevel::kInfo, ns(), id(), "OOM kills: {} (published {} new)", oom_kills,
            oom_kills - reported);
   record_.set_oom_kills_reported(oom_kills);
   Persist();

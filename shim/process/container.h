@@ -14,7 +14,7 @@
 #include "shim/process/exit_router.h"
 #include "shim/process/process.h"
 #include "shim/process/serial_queue.h"
-#include "shim/state.pb.h"
+#include "shim/store/state.pb.h"
 
 namespace shim::process {
 

@@ -1,6 +1,6 @@
 // What the process layer needs from the world, as seams: the OCI runtime,
 // the exit monitor, the event stream and the keeper. Production wires runc
-// (RuncRuntime), bpf::ExitMonitor, EventPublisher and KeeperLink in; unit
+// (RuncRuntime), bpf::ExitMonitor, EventPublisher and keeper::Link in; unit
 // tests wire fakes in and run the state machines without root.
 #pragma once
 
@@ -16,14 +16,12 @@
 #include "absl/status/statusor.h"
 #include "base/unique_fd.h"
 #include "google/protobuf/message_lite.h"
-#include "shim/state.pb.h"
+#include "shim/store/state.pb.h"
 
-namespace shim {
-class WorkerPool;
-}
-namespace ttrpc {
+namespace base {
 class EventLoop;
-}
+class WorkerPool;
+}  // namespace base
 
 namespace shim::process {
 
@@ -155,7 +153,7 @@ class RecordStore {
       std::vector<std::string>* errors) const = 0;
 };
 
-// OOM kills in containers' memory cgroups (shim/oom_watcher.*): counts, as
+// OOM kills in containers' memory cgroups (shim/task/oom_watcher.*): counts, as
 // the kernel keeps them; Container turns them into TaskOOM events. Loop
 // thread; reads cgroupfs, which does not block.
 class OomWatch {
@@ -173,8 +171,8 @@ class OomWatch {
 
 // All of the above, plus the loop and the worker pool.
 struct Environment {
-  ttrpc::EventLoop& loop;
-  WorkerPool& pool;
+  base::EventLoop& loop;
+  base::WorkerPool& pool;
   Runtime& runtime;
   ExitTracker& exits;
   EventSink& events;

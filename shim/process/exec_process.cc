@@ -9,16 +9,16 @@
 #include <optional>
 
 #include "base/absl_fmt.h"
+#include "base/log.h"
+#include "base/worker_pool.h"
 #include "bpf/pidfd.h"
 #include "events_task.pb.h"
 #include "fmt/format.h"
-#include "shim/clock.h"
-#include "shim/log.h"
 #include "shim/oci/runc.h"
+#include "shim/process/clock.h"
 #include "shim/process/container.h"
 #include "shim/process/process.h"
 #include "shim/process/runtime_marker.h"
-#include "shim/worker_pool.h"
 
 namespace shim::process {
 
@@ -83,7 +83,7 @@ void ExecProcess::Start(bool replayed, Then<pid_t> then) {
         if (!res->ok()) {
           Apply(Event::kStartFailed);
           container_.router().EndSpawn(0);
-          LogFor(LogLevel::kWarn, container_.ns(), container_.id(), "exec {} start failed: {}",
+          base::LogFor(base::LogLevel::kWarn, container_.ns(), container_.id(), "exec {} start failed: {}",
                  exec_id(), res->status());
           return then(res->status());
         }
@@ -98,7 +98,7 @@ void ExecProcess::Start(bool replayed, Then<pid_t> then) {
         record_.clear_spec();
         PublishStarted();
         container_.Persist();
-        LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "exec {} started pid={}",
+        base::LogFor(base::LogLevel::kInfo, container_.ns(), container_.id(), "exec {} started pid={}",
                exec_id(), pid_);
         // Exits that came before the pid was known: applied after the start.
         container_.router().EndSpawn(pid());
@@ -131,14 +131,14 @@ void ExecProcess::Kill(int signal, bool /*all*/, bool replayed, ThenStatus then)
     return then(absl::UnknownError(
         fmt::format("kill exec {}: {}", exec_id(), std::strerror(errno))));
   }
-  LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "exec {} kill signal={}", exec_id(),
+  base::LogFor(base::LogLevel::kInfo, container_.ns(), container_.id(), "exec {} kill signal={}", exec_id(),
          signal);
   then(absl::OkStatus());
 }
 
 void ExecProcess::ApplyExit(const bpf::ExitRecord& exit) {
   SetExit(exit);
-  LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "exec {} exited pid={} status={}",
+  base::LogFor(base::LogLevel::kInfo, container_.ns(), container_.id(), "exec {} exited pid={} status={}",
          exec_id(), exit.pid, exit_status_);
   // Spool, persist, forget: as the init's exit (see InitProcess::ApplyExit).
   Environment& env = container_.env();
@@ -159,7 +159,7 @@ absl::StatusOr<task::DeleteResponse> ExecProcess::Delete(bool replayed) {
   Apply(Event::kDelete);
   record_.set_deleted_at_unix_nano(NowUnixNano());
   container_.Persist();
-  LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "exec {} deleted", exec_id());
+  base::LogFor(base::LogLevel::kInfo, container_.ns(), container_.id(), "exec {} deleted", exec_id());
   return DeleteResponseOf(End());
 }
 
@@ -236,7 +236,7 @@ void ExecProcess::AdoptStarted(pid_t pid, uint64_t start_boottime) {
   DropOutputHoldsOfDeadServer();
   record_.clear_spec();
   container_.router().Add(pid, this);
-  LogFor(LogLevel::kWarn, container_.ns(), container_.id(),
+  base::LogFor(base::LogLevel::kWarn, container_.ns(), container_.id(),
          "exec {} was started by the previous server: pid {}", exec_id(), pid_);
   PublishStarted();
   container_.Persist();

@@ -14,19 +14,19 @@
 #include <vector>
 
 #include "base/absl_fmt.h"
+#include "base/event_loop.h"
+#include "base/log.h"
+#include "base/worker_pool.h"
 #include "bpf/pidfd.h"
 #include "events_task.pb.h"
 #include "fmt/format.h"
-#include "shim/clock.h"
-#include "shim/exit_report.h"
-#include "shim/log.h"
 #include "shim/oci/runc.h"
 #include "shim/oci/stdio_uri.h"
+#include "shim/process/clock.h"
 #include "shim/process/container.h"
+#include "shim/process/exit_report.h"
 #include "shim/process/process.h"
 #include "shim/process/runtime_marker.h"
-#include "shim/worker_pool.h"
-#include "ttrpc/event_loop.h"
 
 namespace shim::process {
 
@@ -88,7 +88,7 @@ void InitProcess::Create(bool replayed, const task::CreateTaskRequest& req, Then
     Apply(Event::kCreated);
     container_.Persist();
     PublishCreated(req);
-    LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "created for a restore from {}",
+    base::LogFor(base::LogLevel::kInfo, container_.ns(), container_.id(), "created for a restore from {}",
            container_.base().restore_checkpoint());
     return then(pid());
   }
@@ -109,7 +109,7 @@ void InitProcess::Create(bool replayed, const task::CreateTaskRequest& req, Then
         const std::string marker = CreateRuntimeMarker(container_.bundle());
         if (!res->ok()) {
           unlink(marker.c_str());
-          LogFor(LogLevel::kError, container_.ns(), container_.id(), "create failed: {}",
+          base::LogFor(base::LogLevel::kError, container_.ns(), container_.id(), "create failed: {}",
                  res->status());
           Apply(Event::kDelete);  // nothing mounted or created remains
           return then(res->status());
@@ -126,7 +126,7 @@ void InitProcess::Create(bool replayed, const task::CreateTaskRequest& req, Then
         unlink(marker.c_str());
 
         PublishCreated(req);
-        LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "created pid={}", pid_);
+        base::LogFor(base::LogLevel::kInfo, container_.ns(), container_.id(), "created pid={}", pid_);
         then(pid());
       });
 }
@@ -134,7 +134,7 @@ void InitProcess::Create(bool replayed, const task::CreateTaskRequest& req, Then
 void InitProcess::TakeCreatedInit(Spawned& s) {
   // runc holds the init until `runc start`: tracking it now misses nothing.
   if (absl::Status st = container_.env().exits.Track(s.pid, s.start_boottime); !st.ok())
-    LogFor(LogLevel::kError, container_.ns(), container_.id(), "tracking pid {}: {}", s.pid, st);
+    base::LogFor(base::LogLevel::kError, container_.ns(), container_.id(), "tracking pid {}: {}", s.pid, st);
   pid_ = static_cast<uint32_t>(s.pid);
   start_boottime_ = s.start_boottime;
   container_.router().Add(s.pid, this);
@@ -199,7 +199,7 @@ std::optional<Spawned> InitProcess::AdoptOrphanedCreate(Runtime& runtime,
 }
 
 void InitProcess::SettleOrphanedCreate(Then<bool> then) {
-  LogFor(LogLevel::kWarn, container_.ns(), container_.id(),
+  base::LogFor(base::LogLevel::kWarn, container_.ns(), container_.id(),
          "a create was in flight: waiting for the runc create the previous server started");
   Environment& env = container_.env();
   env.pool.Run<std::shared_ptr<std::optional<Spawned>>>(
@@ -214,7 +214,7 @@ void InitProcess::SettleOrphanedCreate(Then<bool> then) {
         const std::string marker = CreateRuntimeMarker(container_.bundle());
         if (!*adopted) {
           unlink(marker.c_str());
-          LogFor(LogLevel::kWarn, container_.ns(), container_.id(),
+          base::LogFor(base::LogLevel::kWarn, container_.ns(), container_.id(),
                  "the create the previous server left in flight is undone");
           return then(false);
         }
@@ -229,7 +229,7 @@ void InitProcess::SettleOrphanedCreate(Then<bool> then) {
           PublishCreatedFromRecord();
         container_.Persist();
         unlink(marker.c_str());
-        LogFor(LogLevel::kWarn, container_.ns(), container_.id(),
+        base::LogFor(base::LogLevel::kWarn, container_.ns(), container_.id(),
                "adopted pid {}, created by the previous server's runc create", pid_);
         then(true);
       });
@@ -249,10 +249,10 @@ void InitProcess::Start(bool replayed, Then<pid_t> then) {
         if (st.ok()) {
           Apply(Event::kStarted);
           MarkStarted();
-          LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "started pid={}", pid_);
+          base::LogFor(base::LogLevel::kInfo, container_.ns(), container_.id(), "started pid={}", pid_);
         } else {
           Apply(Event::kStartFailed);
-          LogFor(LogLevel::kError, container_.ns(), container_.id(), "start failed: {}", st);
+          base::LogFor(base::LogLevel::kError, container_.ns(), container_.id(), "start failed: {}", st);
         }
         ReleaseHeldExit();
         // Last: the reply lets the container's next call run.
@@ -280,7 +280,7 @@ void InitProcess::MarkStarted() {
 void InitProcess::Kill(int signal, bool all, bool replayed, ThenStatus then) {
   if (replayed && status_ == Status::kStopped) return then(absl::OkStatus());  // it worked
   if (absl::Status st = Check(Event::kKill); !st.ok()) return then(st);
-  LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "kill signal={} all={}", signal, all);
+  base::LogFor(base::LogLevel::kInfo, container_.ns(), container_.id(), "kill signal={} all={}", signal, all);
   Environment& env = container_.env();
   env.pool.Run<absl::Status>(
       [&runtime = env.runtime, record = container_.Record(), signal, all] {
@@ -290,7 +290,7 @@ void InitProcess::Kill(int signal, bool all, bool replayed, ThenStatus then) {
         // A replayed Kill that finds the process gone: the dead server's
         // `runc kill`, an orphan now, got there first. It worked.
         if (replayed && absl::IsNotFound(st)) st = absl::OkStatus();
-        if (!st.ok()) LogFor(LogLevel::kWarn, container_.ns(), container_.id(), "kill: {}", st);
+        if (!st.ok()) base::LogFor(base::LogLevel::kWarn, container_.ns(), container_.id(), "kill: {}", st);
         then(st);
       });
 }
@@ -312,12 +312,12 @@ void InitProcess::Freeze(Event event, bool replayed, ThenStatus then) {
             st.message().find(pause ? "not running" : "not paused") != absl::string_view::npos)
           st = absl::OkStatus();
         if (!st.ok()) {
-          LogFor(LogLevel::kWarn, container_.ns(), container_.id(), "{}: {}",
+          base::LogFor(base::LogLevel::kWarn, container_.ns(), container_.id(), "{}: {}",
                  pause ? "pause" : "resume", st);
           return then(st);
         }
         if (Check(event).ok()) Apply(event);  // an exit meanwhile wins
-        LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "{}",
+        base::LogFor(base::LogLevel::kInfo, container_.ns(), container_.id(), "{}",
                pause ? "paused" : "resumed");
         Environment& env = container_.env();
         if (pause) {
@@ -343,8 +343,8 @@ void InitProcess::Update(std::string resources_json, ThenStatus then) {
       [this, then = std::move(then)](absl::Status st) {
         // runc puts the old resources back when the kernel refuses new ones:
         // a failed update leaves the container as it was.
-        if (!st.ok()) LogFor(LogLevel::kWarn, container_.ns(), container_.id(), "update: {}", st);
-        else LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "updated");
+        if (!st.ok()) base::LogFor(base::LogLevel::kWarn, container_.ns(), container_.id(), "update: {}", st);
+        else base::LogFor(base::LogLevel::kInfo, container_.ns(), container_.id(), "updated");
         then(st);
       });
 }
@@ -365,7 +365,7 @@ void InitProcess::ApplyExit(const bpf::ExitRecord& exit) {
     // stays in the monitor's map meanwhile, so a restarted server holds it
     // again.
     if (!exit_after_execs_) {
-      LogFor(LogLevel::kInfo, container_.ns(), container_.id(),
+      base::LogFor(base::LogLevel::kInfo, container_.ns(), container_.id(),
              "init exited; its exit waits for the execs still running");
       for (const auto& [id, e] : container_.execs()) {
         if (!e->alive() || e->pid() <= 0) continue;
@@ -386,7 +386,7 @@ void InitProcess::ApplyExit(const bpf::ExitRecord& exit) {
 
 void InitProcess::FinishExit(const bpf::ExitRecord& exit) {
   SetExit(exit);
-  LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "exited pid={} status={}", exit.pid,
+  base::LogFor(base::LogLevel::kInfo, container_.ns(), container_.id(), "exited pid={} status={}", exit.pid,
          exit_status_);
   // Order matters across a crash: the event is spooled, then the state is
   // persisted, then the exit record is forgotten. A server that dies between
@@ -433,7 +433,7 @@ void InitProcess::WhenOutputRead(std::function<void()> then) {
     base::UniqueFd inotify;  // readers' closes
     std::vector<std::string> fifos;
     std::function<void()> then;
-    ttrpc::EventLoop* loop;
+    base::EventLoop* loop;
     void Check() {
       if (pidfd.valid()) return;
       if (std::none_of(fifos.begin(), fifos.end(), FifoHasReader)) Fire();
@@ -447,7 +447,7 @@ void InitProcess::WhenOutputRead(std::function<void()> then) {
       std::exchange(then, nullptr)();
     }
   };
-  ttrpc::EventLoop& loop = container_.env().loop;
+  base::EventLoop& loop = container_.env().loop;
   auto wait = std::make_shared<Wait>(Wait{{}, {}, {}, std::move(then), &loop});
   for (const std::string* path : {&stdout_path(), &stderr_path()}) {
     struct stat st;
@@ -487,7 +487,7 @@ void InitProcess::WhenOutputRead(std::function<void()> then) {
   if (!wait->then) return;
   loop.RunAfter(kOutputReadLimit, [wait, ns = container_.ns(), id = container_.id()] {
     if (!wait->then) return;
-    LogFor(LogLevel::kWarn, ns, id, "the output is still held {} ms after the exit; reporting it",
+    base::LogFor(base::LogLevel::kWarn, ns, id, "the output is still held {} ms after the exit; reporting it",
            absl::ToInt64Milliseconds(kOutputReadLimit));
     wait->Fire();
   });
@@ -501,7 +501,7 @@ void InitProcess::WhenGone(std::function<void()> then) {
   struct Wait {
     base::UniqueFd pidfd;
     std::function<void()> then;
-    ttrpc::EventLoop* loop;
+    base::EventLoop* loop;
     void Fire() {
       if (!then) return;
       loop->Remove(pidfd.get());
@@ -509,14 +509,14 @@ void InitProcess::WhenGone(std::function<void()> then) {
       std::exchange(then, nullptr)();
     }
   };
-  ttrpc::EventLoop& loop = container_.env().loop;
+  base::EventLoop& loop = container_.env().loop;
   auto wait = std::make_shared<Wait>(Wait{std::move(*pidfd), std::move(then), &loop});
   if (absl::Status st = loop.Add(wait->pidfd.get(), EPOLLIN, [wait](uint32_t) { wait->Fire(); });
       !st.ok())
     return wait->Fire();
   loop.RunAfter(kInitGoneLimit, [wait, ns = container_.ns(), id = container_.id(), pid = pid_] {
     if (!wait->then) return;
-    LogFor(LogLevel::kWarn, ns, id,
+    base::LogFor(base::LogLevel::kWarn, ns, id,
            "init pid {} exited {} s ago and its pid namespace is still not empty", pid,
            absl::ToInt64Seconds(kInitGoneLimit));
     wait->Fire();
@@ -540,7 +540,7 @@ void InitProcess::Delete(Then<task::DeleteResponse> then) {
         },
         [this, never_started, then = std::move(then)](absl::Status st) {
           if (!st.ok()) {
-            LogFor(LogLevel::kError, container_.ns(), container_.id(), "delete failed: {}", st);
+            base::LogFor(base::LogLevel::kError, container_.ns(), container_.id(), "delete failed: {}", st);
             return then(st);
           }
           if (never_started) exited_at_ = NowUnixNano();
@@ -551,7 +551,7 @@ void InitProcess::Delete(Then<task::DeleteResponse> then) {
           waiters_.clear();
           container_.env().events.Publish(container_.ns(), "/tasks/delete",
                                           ExitEventOf<events::TaskDelete>(End()));
-          LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "deleted");
+          base::LogFor(base::LogLevel::kInfo, container_.ns(), container_.id(), "deleted");
           then(DeleteResponseOf(End()));
         });
   });
@@ -587,7 +587,7 @@ void InitProcess::StartRestore(bool replayed, Then<pid_t> then) {
         if (!res->ok()) {
           Apply(Event::kStartFailed);
           container_.router().EndSpawn(0);
-          LogFor(LogLevel::kError, container_.ns(), container_.id(), "restore failed: {}",
+          base::LogFor(base::LogLevel::kError, container_.ns(), container_.id(), "restore failed: {}",
                  res->status());
           return then(res->status());
         }
@@ -604,7 +604,7 @@ void InitProcess::StartRestore(bool replayed, Then<pid_t> then) {
         Apply(Event::kStarted);
         container_.WatchOom(/*recovered=*/false);
         MarkStarted();  // TaskStart, then the record
-        LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "restored pid={}", pid_);
+        base::LogFor(base::LogLevel::kInfo, container_.ns(), container_.id(), "restored pid={}", pid_);
         container_.router().EndSpawn(pid());
         ReleaseHeldExit();
         then(pid());  // last: the reply lets the container's next call run
@@ -613,7 +613,7 @@ void InitProcess::StartRestore(bool replayed, Then<pid_t> then) {
 
 void InitProcess::Checkpoint(const CheckpointSpec& spec, ThenStatus then) {
   if (absl::Status st = Check(Event::kCheckpoint); !st.ok()) return then(st);
-  LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "checkpoint to {} exit={}",
+  base::LogFor(base::LogLevel::kInfo, container_.ns(), container_.id(), "checkpoint to {} exit={}",
          spec.image_path, spec.exit);
   Environment& env = container_.env();
   env.pool.Run<absl::Status>(
@@ -623,8 +623,8 @@ void InitProcess::Checkpoint(const CheckpointSpec& spec, ThenStatus then) {
       [this, then = std::move(then)](absl::Status st) {
         // A failed checkpoint leaves the container as it was: runc with
         // CRIU's dump failing kills nothing.
-        if (!st.ok()) LogFor(LogLevel::kWarn, container_.ns(), container_.id(), "checkpoint: {}", st);
-        else LogFor(LogLevel::kInfo, container_.ns(), container_.id(), "checkpointed");
+        if (!st.ok()) base::LogFor(base::LogLevel::kWarn, container_.ns(), container_.id(), "checkpoint: {}", st);
+        else base::LogFor(base::LogLevel::kInfo, container_.ns(), container_.id(), "checkpointed");
         then(st);
       });
 }
@@ -633,7 +633,7 @@ void InitProcess::KillAllThenApplyExit(const bpf::ExitRecord& exit) {
   exit_after_kill_all_ = exit;
   if (kill_all_in_flight_) return;
   kill_all_in_flight_ = true;
-  LogFor(LogLevel::kInfo, container_.ns(), container_.id(),
+  base::LogFor(base::LogLevel::kInfo, container_.ns(), container_.id(),
          "init pid {} exited without a pid namespace of its own: killing the rest of its cgroup",
          exit.pid);
   Environment& env = container_.env();
@@ -646,7 +646,7 @@ void InitProcess::KillAllThenApplyExit(const bpf::ExitRecord& exit) {
         killed_all_ = true;
         // NotFound: nothing left to kill, or no container any more.
         if (!st.ok() && !absl::IsNotFound(st))
-          LogFor(LogLevel::kWarn, container_.ns(), container_.id(),
+          base::LogFor(base::LogLevel::kWarn, container_.ns(), container_.id(),
                  "killing what the init left: {}", st);
         bpf::ExitRecord exit = *exit_after_kill_all_;
         exit_after_kill_all_.reset();

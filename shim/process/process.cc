@@ -6,9 +6,9 @@
 #include <sys/stat.h>
 
 #include "base/absl_fmt.h"
+#include "base/log.h"
 #include "fmt/format.h"
-#include "shim/clock.h"
-#include "shim/log.h"
+#include "shim/process/clock.h"
 #include "shim/process/container.h"
 
 namespace shim::process {
@@ -25,7 +25,7 @@ Status Process::visible_status() const {
 void Process::Apply(Event event) {
   auto next = Transition(kind_, status_, event);
   if (!next.ok()) {
-    LogFor(LogLevel::kError, container_.ns(), container_.id(), "{}{}: {} (ignored)",
+    base::LogFor(base::LogLevel::kError, container_.ns(), container_.id(), "{}{}: {} (ignored)",
            kind_ == Kind::kExec ? "exec " : "", exec_id(), next.status());
     return;
   }

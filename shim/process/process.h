@@ -15,10 +15,10 @@
 #include "absl/status/statusor.h"
 #include "bpf/exit_monitor.h"
 #include "shim.pb.h"
-#include "shim/exit_report.h"
 #include "shim/process/environment.h"
+#include "shim/process/exit_report.h"
 #include "shim/process/state.h"
-#include "shim/state.pb.h"
+#include "shim/store/state.pb.h"
 #include "ttrpc/server.h"
 
 namespace shim::process {

@@ -10,17 +10,17 @@
 #include <vector>
 
 #include "base/absl_fmt.h"
+#include "base/log.h"
 #include "base/read_file.h"
 #include "bpf/pidfd.h"
 #include "fmt/format.h"
-#include "shim/log.h"
 #include "shim/oci/console.h"
 #include "shim/oci/logger.h"
 #include "shim/oci/mount.h"
 #include "shim/oci/runc.h"
 #include "shim/oci/stdio.h"
 #include "shim/process/runtime_marker.h"
-#include "shim/runtime_options.h"
+#include "shim/process/runtime_options.h"
 
 namespace shim::process {
 
@@ -127,9 +127,9 @@ void StopLoggerProcess(const std::string& ns, const std::string& id, uint32_t pi
   if (!pidfd.ok()) return;  // gone already
   auto end = oci::StopLogger(*pidfd);
   if (!end.ok())
-    LogFor(LogLevel::kError, ns, id, "logger pid {}: {}", pid, end.status());
+    base::LogFor(base::LogLevel::kError, ns, id, "logger pid {}: {}", pid, end.status());
   else if (*end != oci::LoggerEnd::kExited)
-    LogFor(LogLevel::kWarn, ns, id, "logger pid {} did not exit after EOF; {}", pid,
+    base::LogFor(base::LogLevel::kWarn, ns, id, "logger pid {} did not exit after EOF; {}", pid,
            *end == oci::LoggerEnd::kTerminated ? "SIGTERM stopped it" : "SIGKILL stopped it");
 }
 

@@ -34,7 +34,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
-#include "shim/state.pb.h"
+#include "shim/store/state.pb.h"
 
 namespace shim::process {
 

@@ -302,7 +302,7 @@ absl::StatusOr<std::unique_ptr<CriHarness>> CriHarness::Start(CriHarnessOptions 
 CriHarness::~CriHarness() {
   std::string instance;
   if (containerd_) {
-    // The shim's instance (the contract in shim/paths.h: FNV-1a of
+    // The shim's instance (the contract in shim/store/paths.h: FNV-1a of
     // containerd's address), which a shim killed by the teardown leaves.
     uint64_t h = 1469598103934665603ull;
     for (unsigned char c : containerd_->address()) {

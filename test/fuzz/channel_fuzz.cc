@@ -1,4 +1,4 @@
-// Fuzzes the keeper <-> server channel (shim/keeper/channel.*): arbitrary
+// Fuzzes the keeper <-> server channel (keeper/channel.*): arbitrary
 // datagrams through a real SOCK_SEQPACKET pair into RecvMsg, and every
 // message that decodes sent back with SendMsg and received unchanged.
 #include <sys/socket.h>
@@ -7,7 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "shim/keeper/channel.h"
+#include "keeper/channel.h"
 
 namespace {
 

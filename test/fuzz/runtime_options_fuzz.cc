@@ -1,4 +1,4 @@
-// Fuzzes the runtime options decoders (shim/runtime_options.*): the Any of
+// Fuzzes the runtime options decoders (shim/process/runtime_options.*): the Any of
 // Create and `start` as each type containerd sends, and the TOML config
 // file. The first byte picks which; the rest is the value or the text.
 #include <cstddef>
@@ -6,7 +6,7 @@
 #include <string>
 
 #include "google/protobuf/any.pb.h"
-#include "shim/runtime_options.h"
+#include "shim/process/runtime_options.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;

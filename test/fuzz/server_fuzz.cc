@@ -13,7 +13,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   int fds[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) return 0;
   base::UniqueFd client(fds[0]);
-  auto loop = ttrpc::EventLoop::Create();
+  auto loop = base::EventLoop::Create();
   if (!loop.ok()) return 0;
   ttrpc::ServerOptions opts;
   opts.max_message_size = 4096;

@@ -1,10 +1,10 @@
-// Fuzzes `start`'s stdin (shim/start_input.*): the options Any (containerd
+// Fuzzes `start`'s stdin (shim/manager/start_input.*): the options Any (containerd
 // up to 2.2) or 2.3's BootstrapParams, told apart by their fields.
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
 
-#include "shim/start_input.h"
+#include "shim/manager/start_input.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size > shim::kMaxStartInput) return 0;  // ReadStartStdin refuses more

@@ -1,4 +1,4 @@
-// Fuzzes what recovery reads from state/<ns>/<id>.pb (shim/state_store.*):
+// Fuzzes what recovery reads from state/<ns>/<id>.pb (shim/store/state_store.*):
 // DecodeRecord on arbitrary bytes, and StateStore::LoadAll on a directory
 // holding them, which takes the record or moves the file aside.
 #include <fcntl.h>
@@ -11,8 +11,8 @@
 #include <filesystem>
 #include <string>
 
-#include "shim/log.h"
-#include "shim/state_store.h"
+#include "base/log.h"
+#include "shim/store/state_store.h"
 
 namespace {
 
@@ -20,7 +20,7 @@ const std::string& Dir() {
   static const std::string* dir = [] {
     char tmpl[] = "/tmp/state-record-fuzz-XXXXXX";
     if (!mkdtemp(tmpl)) __builtin_trap();
-    shim::Log::Init("/dev/null", false);  // one error line per corrupt input
+    base::Log::Init("/dev/null", false);  // one error line per corrupt input
     return new std::string(tmpl);
   }();
   return *dir;

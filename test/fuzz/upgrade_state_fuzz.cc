@@ -1,11 +1,11 @@
-// Fuzzes the keeper's upgrade state decoder (shim/keeper/upgrade_state.*):
+// Fuzzes the keeper's upgrade state decoder (keeper/upgrade_state.*):
 // any text decodes or is an error, and a state that decodes writes out as
 // text that decodes to the same state.
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
 
-#include "shim/keeper/upgrade_state.h"
+#include "keeper/upgrade_state.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view text(reinterpret_cast<const char*>(data), size);

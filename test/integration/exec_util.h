@@ -58,7 +58,7 @@ inline constexpr Runtime kRuncV2{"io.containerd.runc.v2", false};
 inline constexpr Runtime kEmbed{shim_test::kRuntime, true};
 
 // Our shim's answer to Exec/ResizePty/terminal Create before the feature
-// (shim/task_service.cc): seeing it means the gate above was opened early.
+// (shim/task/task_service.cc): seeing it means the gate above was opened early.
 inline void FailIfUnimplemented(const Runtime& rt, std::string_view ctr_output) {
   if (!rt.embed) return;
   if (Contains(ctr_output, "not supported by containerd-shim-embed-v1") ||

@@ -7,12 +7,12 @@
 #include <vector>
 
 #include "google/protobuf/util/json_util.h"
-#include "shim/admin.pb.h"
+#include "shim/task/admin.pb.h"
+#include "test/integration/shim_test_util.h"
 #include "test/support/fs_util.h"
 #include "test/support/private_containerd.h"
 #include "test/support/status_matchers.h"
 #include "test/support/subprocess.h"
-#include "test/integration/shim_test_util.h"
 
 namespace {
 

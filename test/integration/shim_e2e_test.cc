@@ -105,7 +105,7 @@ TEST_CASE("shim e2e: 20 containers started at once are RUNNING under one shim da
     INFO("addresses: " << *addresses.begin());
     CHECK(addresses.size() == 1);
     CHECK(addresses.begin()->starts_with("unix://" + e->instance().dir + "/"));
-    CHECK(PathExists(std::string(ttrpc::SocketPath(*addresses.begin()))));
+    CHECK(PathExists(std::string(base::SocketPath(*addresses.begin()))));
   }
   CHECK(PathExists(e->instance().Record(ns, ids.front())));
 }

@@ -5,7 +5,7 @@
 // (e2e::E2E, survival::Survival) with their common teardown.
 //
 // Where the shim keeps its things is computed here from the documented
-// contract (shim/paths.h), not taken from the shim: /run/containerd-embed
+// contract (shim/store/paths.h), not taken from the shim: /run/containerd-embed
 // (or $EMBED_SHIM_RUN_DIR) / <16 hex digits of FNV-1a(containerd socket path)>,
 // with shim.sock, shim.log and state/<ns>/<id>.pb, and the pins in
 // /sys/fs/bpf/containerd-embed/<instance>.
@@ -79,7 +79,7 @@ inline bool& CurrentCaseFailed() {
 }
 
 // ---------------------------------------------------------------------------
-// The shim's instance, from the contract in shim/paths.h.
+// The shim's instance, from the contract in shim/store/paths.h.
 
 struct Instance {
   std::string name;    // 16 hex digits

@@ -3,12 +3,12 @@
 // them, stop them, restart containerd around them, and watch from outside.
 //
 //   keeper  exe = <shim dir>/containerd-shim-embed-v1-keeper,
-//           argv = keeper SOCKET LOG -- SERVER_ARGV...   (shim/keeper/keeper_main.cc)
+//           argv = keeper SOCKET LOG -- SERVER_ARGV...   (keeper/keeper_main.cc)
 //   server  exe = <shim dir>/containerd-shim-embed-v1,
 //           argv contains `serve` and `-address <containerd socket>`
 //
 // Where the instance keeps its things is computed from the documented
-// contract (shim/paths.h) in shim_test_util.h, which also holds what these
+// contract (shim/store/paths.h) in shim_test_util.h, which also holds what these
 // tests share with the end-to-end tests (/proc and pidfd helpers, ctr
 // helpers, the fixture's base and its teardown).
 //

@@ -8,7 +8,7 @@
 
 #include "cgroups_v1.pb.h"
 #include "cgroups_v2.pb.h"
-#include "shim/cgroup_metrics.h"
+#include "shim/task/cgroup_metrics.h"
 #include "test/support/fs_util.h"
 
 namespace {

@@ -8,13 +8,13 @@
 #include <fstream>
 
 #include "events_task.pb.h"
-#include "shim/event_publisher.h"
+#include "shim/task/event_publisher.h"
 
 TEST_CASE("a restarted server resends only whole spooled events") {
   char dir[] = "/tmp/event-spool-XXXXXX";
   REQUIRE(mkdtemp(dir) != nullptr);
   const std::string spool = dir;
-  auto loop = ttrpc::EventLoop::Create();
+  auto loop = base::EventLoop::Create();
   REQUIRE(loop.ok());
   {
     // The first server spools one event (containerd is unreachable: "").

@@ -1,9 +1,9 @@
-// The keeper's terminal relay (shim/keeper/tty_relay.*) through the real
+// The keeper's terminal relay (keeper/tty_relay.*) through the real
 // keeper binary, with real ptys and real fifos.
 //
 // The keeper's server is keeper_stub_server, which hands the keeper's
 // channel to this test: the test then is the keeper's server and drives it
-// through shim::KeeperLink, as the real server does. It plays the program
+// through keeper::Link, as the real server does. It plays the program
 // (the pty's slave) and ctr (the other ends of the fifos), kills the
 // "server", and upgrades the keeper under a running relay.
 //
@@ -30,15 +30,15 @@
 #include <optional>
 #include <string>
 
+#include "base/event_loop.h"
 #include "base/unique_fd.h"
-#include "shim/keeper/channel.h"
-#include "shim/keeper/tty_relay.h"
-#include "shim/keeper_link.h"
+#include "keeper/channel.h"
+#include "keeper/link.h"
+#include "keeper/tty_relay.h"
 #include "test/support/fs_util.h"
 #include "test/support/private_containerd.h"
 #include "test/support/status_matchers.h"
 #include "test/support/subprocess.h"
-#include "ttrpc/event_loop.h"
 #include "ttrpc/server.h"
 
 namespace {
@@ -180,7 +180,7 @@ class KeeperUnderTest {
   }
 
   const ScopedTempDir& dir() const { return dir_; }
-  shim::KeeperLink& link() { return *link_; }
+  keeper::Link& link() { return *link_; }
   Subprocess& keeper() { return keeper_; }
   std::string log_path() const { return dir_.Sub("keeper.log"); }
   std::string Log() const {
@@ -234,13 +234,13 @@ class KeeperUnderTest {
     base::UniqueFd channel(fd);
     server_pid_ = std::atoi(pid);
     REQUIRE(server_pid_ > 0);
-    // A copy for what KeeperLink sends only from its running loop (upgrade).
+    // A copy for what keeper::Link sends only from its running loop (upgrade).
     channel_.Reset(fcntl(channel.get(), F_DUPFD_CLOEXEC, 0));
-    auto loop = ttrpc::EventLoop::Create();
+    auto loop = base::EventLoop::Create();
     REQUIRE_OK(loop);
     loop_ = std::move(*loop);
     server_ = std::make_unique<ttrpc::Server>(*loop_, ttrpc::ServerOptions{});
-    link_ = std::make_unique<shim::KeeperLink>(*loop_, std::move(channel), *server_);
+    link_ = std::make_unique<keeper::Link>(*loop_, std::move(channel), *server_);
     REQUIRE_OK(link_->Start());
   }
 
@@ -249,9 +249,9 @@ class KeeperUnderTest {
   Subprocess keeper_;
   pid_t server_pid_ = -1;
   base::UniqueFd channel_;
-  std::unique_ptr<ttrpc::EventLoop> loop_;
+  std::unique_ptr<base::EventLoop> loop_;
   std::unique_ptr<ttrpc::Server> server_;
-  std::unique_ptr<shim::KeeperLink> link_;
+  std::unique_ptr<keeper::Link> link_;
 };
 
 // The program (the slave) and ctr (the fifos' other ends) at once: `output`

@@ -11,14 +11,14 @@
 #include "events_task.pb.h"
 #include "events_ttrpc.pb.h"
 #include "google/protobuf/any.pb.h"
+#include "keeper/channel.h"
+#include "keeper/upgrade_state.h"
 #include "runc_options.pb.h"
 #include "runctypes.pb.h"
 #include "runtimeoptions.pb.h"
 #include "shim.pb.h"
-#include "shim/bootstrap.pb.h"
-#include "shim/keeper/channel.h"
-#include "shim/keeper/upgrade_state.h"
-#include "shim/state.pb.h"
+#include "shim/manager/bootstrap.pb.h"
+#include "shim/store/state.pb.h"
 #include "ttrpc/wire.h"
 
 namespace {

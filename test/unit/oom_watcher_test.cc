@@ -13,7 +13,7 @@
 #include "bpf/pidfd.h"
 #include "fmt/format.h"
 #include "shim/oci/spec.h"
-#include "shim/oom_watcher.h"
+#include "shim/task/oom_watcher.h"
 #include "test/support/fs_util.h"
 #include "test/unit/ttrpc_test_util.h"
 

@@ -8,15 +8,15 @@
 #include <string>
 #include <vector>
 
+#include "base/corrupt_file.h"
+#include "base/event_loop.h"
 #include "events_task.pb.h"
 #include "events_ttrpc.pb.h"
 #include "fmt/format.h"
 #include "fmt/ranges.h"
-#include "shim/corrupt_file.h"
-#include "shim/event_publisher.h"
-#include "shim/state_store.h"
+#include "shim/store/state_store.h"
+#include "shim/task/event_publisher.h"
 #include "test/support/fs_util.h"
-#include "ttrpc/event_loop.h"
 
 namespace {
 
@@ -32,7 +32,7 @@ std::vector<std::string> Names(const std::string& dir) {
 
 size_t CountCorrupt(const std::string& dir) {
   size_t n = 0;
-  for (const std::string& name : Names(dir)) n += shim::IsCorruptName(name);
+  for (const std::string& name : Names(dir)) n += base::IsCorruptName(name);
   return n;
 }
 
@@ -158,7 +158,7 @@ TEST_CASE("event spool: a corrupt file is moved aside, the rest are resent", "[u
   put("000000000000000000009", exit);
   put("00000000000000000008.tmp", exit);  // never finished: removed, as before
 
-  auto loop = ttrpc::EventLoop::Create();
+  auto loop = base::EventLoop::Create();
   REQUIRE(loop.ok());
   {
     shim::EventPublisher publisher(**loop, "", spool);

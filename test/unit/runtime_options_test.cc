@@ -13,8 +13,8 @@
 #include "runc_options.pb.h"
 #include "runctypes.pb.h"
 #include "runtimeoptions.pb.h"
-#include "shim/runtime_options.h"
-#include "shim/shim_cgroup.h"
+#include "shim/manager/shim_cgroup.h"
+#include "shim/process/runtime_options.h"
 #include "test/support/fs_util.h"
 #include "test/support/status_matchers.h"
 

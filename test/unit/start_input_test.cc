@@ -9,9 +9,9 @@
 #include "absl/strings/escaping.h"
 #include "runc_options.pb.h"
 #include "runtimeoptions.pb.h"
-#include "shim/flags.h"
-#include "shim/start_input.h"
-#include "shim/task_api_version.h"
+#include "shim/manager/flags.h"
+#include "shim/manager/start_input.h"
+#include "shim/manager/task_api_version.h"
 
 namespace {
 

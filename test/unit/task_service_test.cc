@@ -27,6 +27,7 @@
 
 #include "absl/status/status.h"
 #include "base/unique_fd.h"
+#include "base/worker_pool.h"
 #include "bpf/pidfd.h"
 #include "events_task.pb.h"
 #include "fmt/format.h"
@@ -34,12 +35,11 @@
 #include "runc_options.pb.h"
 #include "runctypes.pb.h"
 #include "shim.pb.h"
-#include "shim/event_publisher.h"
 #include "shim/process/environment.h"
 #include "shim/process/runtime_marker.h"
-#include "shim/state_store.h"
-#include "shim/task_service.h"
-#include "shim/worker_pool.h"
+#include "shim/store/state_store.h"
+#include "shim/task/event_publisher.h"
+#include "shim/task/task_service.h"
 #include "test/support/fs_util.h"
 #include "test/unit/ttrpc_test_util.h"
 #include "ttrpc.pb.h"
@@ -444,7 +444,7 @@ class Harness {
   test::LoopThread thread_;
   test_support::ScopedTempDir tmp_;
   std::string dir_;
-  shim::WorkerPool pool_;
+  base::WorkerPool pool_;
   shim::StateStore store_;
   shim::process::Environment env_;
   std::unique_ptr<shim::TaskService> service_;

@@ -174,7 +174,7 @@ TEST_CASE("our client and our server over a unix socket, many calls in flight") 
     server = std::make_unique<ttrpc::Server>(lt.loop(), ttrpc::ServerOptions{});
     server->Register("svc", "Echo", [](ttrpc::RequestContext, std::string p,
                                        ttrpc::Responder r) { r.Reply(p); });
-    auto fd = ttrpc::ListenUnix(path);
+    auto fd = base::ListenUnix(path);
     REQUIRE(fd.ok());
     REQUIRE(server->Serve(std::move(*fd)).ok());
   });
@@ -217,8 +217,8 @@ TEST_CASE("each listener's label reaches the handlers of its connections") {
     server = std::make_unique<ttrpc::Server>(lt.loop(), ttrpc::ServerOptions{});
     server->Register("svc", "Label", [](ttrpc::RequestContext ctx, std::string,
                                         ttrpc::Responder r) { r.Reply(ctx.listener_label); });
-    REQUIRE(server->Serve(std::move(*ttrpc::ListenUnix(a)), "ns-a").ok());
-    REQUIRE(server->Serve(std::move(*ttrpc::ListenUnix(b)), "ns-b").ok());
+    REQUIRE(server->Serve(std::move(*base::ListenUnix(a)), "ns-a").ok());
+    REQUIRE(server->Serve(std::move(*base::ListenUnix(b)), "ns-b").ok());
   });
   auto ca = ttrpc::BlockingClient::Connect(a);
   auto cb = ttrpc::BlockingClient::Connect(b);

@@ -9,15 +9,15 @@
 #include <thread>
 #include <utility>
 
+#include "base/event_loop.h"
 #include "base/unique_fd.h"
-#include "ttrpc/event_loop.h"
 #include "ttrpc/frame.h"
 
 namespace test {
 
 class LoopThread {
  public:
-  LoopThread() : loop_(std::move(*ttrpc::EventLoop::Create())) {
+  LoopThread() : loop_(std::move(*base::EventLoop::Create())) {
     thread_ = std::thread([this] { loop_->Run(); });
     Sync([] {});  // the loop now runs on its thread
   }
@@ -25,7 +25,7 @@ class LoopThread {
     loop_->Stop();
     thread_.join();
   }
-  ttrpc::EventLoop& loop() { return *loop_; }
+  base::EventLoop& loop() { return *loop_; }
 
   // Runs fn on the loop thread and returns its result.
   template <class F>
@@ -37,7 +37,7 @@ class LoopThread {
   }
 
  private:
-  std::unique_ptr<ttrpc::EventLoop> loop_;
+  std::unique_ptr<base::EventLoop> loop_;
   std::thread thread_;
 };
 

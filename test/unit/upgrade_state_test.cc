@@ -1,7 +1,7 @@
-// The keeper's upgrade state (shim/keeper/upgrade_state.*): what one keeper
+// The keeper's upgrade state (keeper/upgrade_state.*): what one keeper
 // writes the next reads back, and every way a state can be wrong is a
 // DataLoss naming it, never a crash or a half-read state.
-#include "shim/keeper/upgrade_state.h"
+#include "keeper/upgrade_state.h"
 
 #include <catch2/catch.hpp>
 
