@@ -1,5 +1,10 @@
 #include "shim/process/container.h"
 
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include "base/absl_fmt.h"
 #include "base/log.h"
 #include "events_task.pb.h"
@@ -7,6 +12,7 @@
 #include "shim/oci/spec.h"
 #include "shim/process/clock.h"
 #include "shim/process/identifier.h"
+#include "shim/process/runtime_options.h"
 
 namespace shim::process {
 
@@ -27,6 +33,48 @@ Container::Container(Environment& env, ExitRouter& router, embedshim::ContainerR
   // Decided once per server, at Create or recovery (before exits replay):
   // the spec in the bundle does not change. A small file on tmpfs.
   init_.set_kill_all_on_exit(oci::ShouldKillAllOnExit(record_.bundle()));
+}
+
+absl::Status Container::CheckCreateRequest(const containerd::task::v2::CreateTaskRequest& req) {
+  if (!IsValidIdentifier(req.id()))
+    return absl::InvalidArgumentError(fmt::format("container id {:?} is not valid", req.id()));
+  if (req.bundle().empty() || req.bundle()[0] != '/')
+    return absl::InvalidArgumentError(
+        fmt::format("bundle {:?} must be an absolute path", req.bundle()));
+  struct stat st;
+  if (stat((req.bundle() + "/config.json").c_str(), &st) != 0)
+    return absl::NotFoundError(
+        fmt::format("bundle {}: no config.json: {}", req.bundle(), std::strerror(errno)));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<embedshim::ContainerRecord> Container::RecordForCreate(
+    const std::string& ns, const containerd::task::v2::CreateTaskRequest& req) {
+  auto options = DecodeRuntimeOptions(req.options());
+  if (!options.ok()) return options.status();
+  embedshim::ContainerRecord r;
+  r.set_namespace_(ns);
+  r.set_id(req.id());
+  r.set_bundle(req.bundle());
+  r.set_stdin(req.stdin());
+  r.set_stdout(req.stdout());
+  r.set_stderr(req.stderr());
+  r.set_terminal(req.terminal());
+  *r.mutable_options() = WithDefaults(*std::move(options));
+  r.set_created_at_unix_nano(NowUnixNano());
+  r.set_status(embedshim::CREATING);
+  // A restore: Start runs `runc restore`. Options.CriuImagePath asks for one
+  // too (containerd turns it into the checkpoint for runc's runtimes only).
+  r.set_restore_checkpoint(!req.checkpoint().empty() ? req.checkpoint()
+                                                     : r.options().criu_image_path());
+  r.set_restore_parent_checkpoint(req.parent_checkpoint());
+  for (const auto& m : req.rootfs()) {
+    auto* mr = r.add_rootfs();
+    mr->set_type(m.type());
+    mr->set_source(m.source());
+    for (const auto& o : m.options()) mr->add_options(o);
+  }
+  return r;
 }
 
 Container::~Container() {
@@ -70,6 +118,21 @@ bool Container::AnyExecAlive() const {
   for (const auto& [id, e] : execs_)
     if (e->alive()) return true;
   return false;
+}
+
+absl::flat_hash_map<pid_t, std::string> Container::LiveExecIdsByPid() const {
+  absl::flat_hash_map<pid_t, std::string> out;
+  for (const auto& [id, e] : execs_)
+    if (e->alive()) out[e->pid()] = id;
+  return out;
+}
+
+std::vector<std::string> Container::TtyRelayNames() const {
+  std::vector<std::string> out;
+  if (record_.terminal()) out.push_back(init_.KeeperName("tty"));
+  for (const auto& [id, e] : execs_)
+    if (e->status() != Status::kDeleted) out.push_back(e->KeeperName("tty"));
+  return out;
 }
 
 absl::Status Container::AddExec(const containerd::task::v2::ExecProcessRequest& req,

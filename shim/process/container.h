@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "shim.pb.h"
 #include "shim/process/environment.h"
@@ -23,6 +24,12 @@ class Container {
   // `record` without its execs: what Create was asked, or what a restarted
   // server read back (then Restore the execs).
   Container(Environment& env, ExitRouter& router, embedshim::ContainerRecord record);
+  // Create's id and bundle (absolute, with a config.json), or the error.
+  static absl::Status CheckCreateRequest(const containerd::task::v2::CreateTaskRequest& req);
+  // The record of a new container in namespace `ns` (status CREATING), or
+  // InvalidArgument for runtime options it cannot decode.
+  static absl::StatusOr<embedshim::ContainerRecord> RecordForCreate(
+      const std::string& ns, const containerd::task::v2::CreateTaskRequest& req);
   Container(const Container&) = delete;
   Container& operator=(const Container&) = delete;
   ~Container();
@@ -51,6 +58,10 @@ class Container {
   absl::StatusOr<ExecProcess*> FindExec(const std::string& exec_id);
   const std::map<std::string, std::unique_ptr<ExecProcess>>& execs() const { return execs_; }
   bool AnyExecAlive() const;
+  // The exec id of each live exec's pid (runc-v2's Pids names them).
+  absl::flat_hash_map<pid_t, std::string> LiveExecIdsByPid() const;
+  // The keeper's names of the terminal relays this container's processes own.
+  std::vector<std::string> TtyRelayNames() const;
 
   // Exec: records the process (AlreadyExists for a known id,
   // FailedPrecondition once the init has stopped) and publishes TaskExecAdded.

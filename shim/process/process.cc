@@ -3,10 +3,12 @@
 #include "shim/process/process.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 
 #include "base/absl_fmt.h"
 #include "base/log.h"
+#include "bpf/pidfd.h"
 #include "fmt/format.h"
 #include "shim/process/clock.h"
 #include "shim/process/container.h"
@@ -20,6 +22,12 @@ Status Process::visible_status() const {
   if (kind_ == Kind::kExec && status_ == Status::kRunning && init == Status::kPaused)
     return Status::kPaused;
   return status_;
+}
+
+std::string_view Process::PidCheck() const {
+  auto same = bpf::IsSameLiveProcess(pid(), start_boottime());
+  if (same.ok() && *same) return "same";
+  return kill(pid(), 0) == 0 && status_ != Status::kStopped ? "reused" : "exited";
 }
 
 void Process::Apply(Event event) {

@@ -48,6 +48,9 @@ class Process {
   uint64_t start_boottime() const { return start_boottime_; }
   uint32_t exit_status() const { return exit_status_; }
   int64_t exited_at_unix_nano() const { return exited_at_; }
+  // Whether pid() is still this process, as `ps` shows it: "same", "reused"
+  // (another process has the pid now) or "exited".
+  std::string_view PidCheck() const;
   // Started (or stopped after a start): it has a pid of its own.
   bool alive() const { return status_ == Status::kStarting || status_ == Status::kRunning ||
                               status_ == Status::kPaused; }

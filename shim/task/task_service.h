@@ -16,6 +16,7 @@
 #include "shim/process/container.h"
 #include "shim/process/environment.h"
 #include "shim/process/exit_router.h"
+#include "shim/process/recovery.h"
 #include "shim/task/admin.pb.h"
 #include "ttrpc/server.h"
 
@@ -98,7 +99,8 @@ class TaskService {
                 std::function<void(Call, process::Container&, Turn)> op);
   // The init was deleted: the container goes, its record stays a while.
   void Remove(process::Container& c);
-  void AddTombstone(const embedshim::ContainerRecord& record);
+  // A create undone: the container and its record go, no tombstone.
+  void Forget(const Key& key);
   void MaybeIdle();
   // Recovery: a Create in flight whose `runc create` the dead server had
   // spawned is settled on the container's turn (InitProcess::
@@ -110,10 +112,11 @@ class TaskService {
   process::ExitRouter router_;
   absl::flat_hash_map<Key, std::unique_ptr<process::Container>> containers_;
   // Deleted containers' last records, for replayed Deletes.
-  absl::flat_hash_map<Key, embedshim::ContainerRecord> tombstones_;
+  process::Tombstones tombstones_{env_, [this](const std::string& ns, const std::string& id) {
+    return containers_.contains(Key{ns, id});
+  }};
   // The ShimCgroup last logged as not applied per container (docs/OPTIONS.md).
   std::string shim_cgroup_noted_;
-  static constexpr absl::Duration kTombstoneLife = absl::Minutes(2);
   bool shutdown_requested_ = false;
   uint64_t creates_seen_ = 0;
   std::function<void()> on_idle_;
