@@ -83,7 +83,6 @@ void InitProcess::Create(bool replayed, const task::CreateTaskRequest& req, Then
         return std::make_shared<absl::StatusOr<Spawned>>(runtime.Create(record, replayed));
       },
       [this, req, then = std::move(then)](std::shared_ptr<absl::StatusOr<Spawned>> res) {
-        Environment& env = container_.env();
         ReleaseOutputHold();  // the init holds the fifos now, or nobody needs them
         // Until its outcome is persisted, a server that dies leaves the
         // marker: the next one adopts this create rather than undo it under
