@@ -84,7 +84,38 @@ def mem(sock):
         one['pss_kib'] += r.get('Pss', 0)
         one['uss_kib'] += r.get('Private_Clean', 0) + r.get('Private_Dirty', 0)
         one['rss_kib'] += st.get('VmRSS', 0)
+        if os.environ.get('BENCH_SMAPS_DIR') and 'embed' in name:
+            dump_smaps(pid, name, os.environ['BENCH_SMAPS_DIR'])
     return total
+
+
+def dump_smaps(pid, name, out_dir):
+    """BENCH_SMAPS_DIR set: where each measured process's PSS lies, for
+    bench/layout: its /proc/PID/smaps, and the page numbers present in each
+    executable mapping (pagemap), `<start>-<end> <page>...` a line."""
+    os.makedirs(out_dir, exist_ok=True)
+    base = os.path.join(out_dir, f'{name}-{pid}-{time.strftime("%H%M%S")}')
+    try:
+        with open(f'/proc/{pid}/smaps') as f:
+            smaps = f.read()
+        lines = []
+        with open(f'/proc/{pid}/maps') as maps, open(f'/proc/{pid}/pagemap', 'rb') as pm:
+            for line in maps:
+                p = line.split()
+                if 'x' not in p[1] or len(p) < 6:
+                    continue
+                lo, hi = (int(x, 16) for x in p[0].split('-'))
+                pm.seek(lo // 4096 * 8)
+                data = pm.read((hi - lo) // 4096 * 8)
+                present = [str(i) for i in range(len(data) // 8)
+                           if int.from_bytes(data[i * 8:i * 8 + 8], 'little') >> 63]
+                lines.append(f'{p[0]} {p[5]} ' + ' '.join(present))
+    except OSError:
+        return
+    with open(base + '.smaps', 'w') as f:
+        f.write(smaps)
+    with open(base + '.text', 'w') as f:
+        f.write('\n'.join(lines) + '\n')
 
 
 def wait_gone(sock, seconds):
