@@ -1,5 +1,6 @@
 // Runc: the OCI runtime's command line (runc, crun, ...), driven the way
-// containerd's runc-v2 shim drives it (see docs/shim-v2-contract.md §6).
+// containerd's runc-v2 shim drives it (containerd 1.6's pkg/process/init.go
+// NewRunc, and the go-runc v1.0.0 runc.go it vendors).
 //
 // Every call blocks until the runtime exits (or the timeout kills it), so the
 // shim runs them on worker threads, never on its event loop. A Runc holds only
