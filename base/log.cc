@@ -5,10 +5,21 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <utility>
+
+#include "base/unique_fd.h"
 
 namespace base {
 namespace {
+// Where lines go: stderr, or the log file, read without a lock by every thread.
 std::atomic<int> g_fd{2};
+
+// The log file's owner, never destroyed: a thread may still log while the
+// process exits.
+UniqueFd& LogFile() {
+  static UniqueFd* const file = new UniqueFd;
+  return *file;
+}
 std::atomic<bool> g_debug{false};
 
 const char* LevelName(LogLevel l) {
@@ -25,8 +36,10 @@ const char* LevelName(LogLevel l) {
 void Log::Init(const std::string& path, bool debug) {
   g_debug = debug;
   if (path.empty()) return;
-  int fd = open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-  if (fd >= 0) g_fd = fd;
+  UniqueFd file(open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600));
+  if (!file) return;
+  g_fd = file.get();
+  LogFile() = std::move(file);  // Init runs before other threads log
 }
 
 bool Log::debug_enabled() { return g_debug.load(); }

@@ -13,6 +13,7 @@
 
 #include <fmt/format.h>
 
+#include "base/dir.h"
 #include "base/errno_status.h"
 #include "base/unique_fd.h"
 
@@ -21,9 +22,8 @@ namespace {
 
 // Removes the entries of the directory `dirfd` (which it consumes).
 absl::Status RemoveEntries(base::UniqueFd dirfd, const std::string& path) {
-  std::unique_ptr<DIR, int (*)(DIR*)> d(::fdopendir(dirfd.get()), &::closedir);
+  base::UniqueDir d = base::OpenDir(dirfd);
   if (!d) return base::ErrnoStatus(fmt::format("fdopendir {}", path));
-  dirfd.Release();  // now owned by d
   while (dirent* e = ::readdir(d.get())) {
     std::string_view name = e->d_name;
     if (name == "." || name == "..") continue;

@@ -27,6 +27,7 @@
 #include <fmt/format.h>
 
 #include "absl/cleanup/cleanup.h"
+#include "base/dir.h"
 #include "base/errno_status.h"
 #include "bpf/bpffs.h"
 #include "bpf/exit_monitor.skel.h"
@@ -181,11 +182,9 @@ absl::Status LoadAndPin(const std::string& instance_dir, const std::string& pin_
 // Removes what processes that died while pinning or unpinning left behind:
 // a dead loader's directory still holds an attached program.
 void SweepDebris(const std::string& instance_dir) {
-  std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(instance_dir.c_str()), &::closedir);
-  if (!d) return;
   std::vector<std::string> dead;
-  while (dirent* e = ::readdir(d.get())) {
-    std::string_view name = e->d_name;
+  base::ForEachEntry(instance_dir, [&](const dirent& e) {
+    std::string_view name = e.d_name;
     std::string_view rest;
     if (name.starts_with(kLoadingPrefix)) rest = name.substr(kLoadingPrefix.size());
     if (name.starts_with(kRemovingPrefix)) rest = name.substr(kRemovingPrefix.size());
@@ -194,7 +193,7 @@ void SweepDebris(const std::string& instance_dir) {
     if (owner > 0 && ::kill(owner, 0) != 0 && errno == ESRCH) {
       dead.push_back(fmt::format("{}/{}", instance_dir, name));
     }
-  }
+  });
   for (const std::string& path : dead) (void)RemoveTree(path);
 }
 
@@ -206,13 +205,11 @@ bool IsVersionName(std::string_view name) {
 // The version directories under instance_dir, but `except`.
 std::vector<std::string> VersionsIn(const std::string& instance_dir, std::string_view except) {
   std::vector<std::string> out;
-  if (std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(instance_dir.c_str()), &::closedir); d) {
-    while (dirent* e = ::readdir(d.get())) {
-      if (e->d_type == DT_DIR && IsVersionName(e->d_name) && e->d_name != except) {
-        out.push_back(e->d_name);
-      }
+  base::ForEachEntry(instance_dir, [&](const dirent& e) {
+    if (e.d_type == DT_DIR && IsVersionName(e.d_name) && e.d_name != except) {
+      out.push_back(e.d_name);
     }
-  }
+  });
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -362,11 +359,9 @@ absl::Status ExitMonitor::Unpin() {
 
 absl::Status ExitMonitor::RemovePins(const std::string& instance_dir) {
   std::vector<std::string> versions;
-  if (std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(instance_dir.c_str()), &::closedir); d) {
-    while (dirent* e = ::readdir(d.get())) {
-      if (IsVersionName(e->d_name)) versions.push_back(fmt::format("{}/{}", instance_dir, e->d_name));
-    }
-  }
+  base::ForEachEntry(instance_dir, [&](const dirent& e) {
+    if (IsVersionName(e.d_name)) versions.push_back(fmt::format("{}/{}", instance_dir, e.d_name));
+  });
   // Each version goes away whole, so a concurrent Open never sees half of one.
   for (const std::string& dir : versions) {
     if (auto s = RemoveVersionDir(instance_dir, dir); !s.ok()) return s;
@@ -377,13 +372,11 @@ absl::Status ExitMonitor::RemovePins(const std::string& instance_dir) {
 absl::StatusOr<ExitRecord> ExitMonitor::LookupExited(const std::string& instance_dir, pid_t pid) {
   // This version first, then any other a previous build left pinned.
   std::vector<std::string> dirs = {fmt::format("{}/{}", instance_dir, Version())};
-  if (std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(instance_dir.c_str()), &::closedir); d) {
-    while (dirent* e = ::readdir(d.get())) {
-      if (IsVersionName(e->d_name) && e->d_name != Version()) {
-        dirs.push_back(fmt::format("{}/{}", instance_dir, e->d_name));
-      }
+  base::ForEachEntry(instance_dir, [&](const dirent& e) {
+    if (IsVersionName(e.d_name) && e.d_name != Version()) {
+      dirs.push_back(fmt::format("{}/{}", instance_dir, e.d_name));
     }
-  }
+  });
   for (const std::string& dir : dirs) {
     std::string path = dir + "/exited";
     base::UniqueFd fd(bpf_obj_get(path.c_str()));

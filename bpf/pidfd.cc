@@ -16,7 +16,9 @@
 #include <fmt/format.h>
 
 #include "absl/strings/str_split.h"
+#include "base/dir.h"
 #include "base/errno_status.h"
+#include "base/read_file.h"
 #include "bpf/exit_monitor_abi.h"
 
 namespace bpf {
@@ -27,15 +29,9 @@ constexpr unsigned kPfExiting = 0x00000004;  // PF_EXITING in task->flags
 // The fields of a /proc stat file after "(comm)", which may itself hold
 // spaces and parentheses: fields()[0] is field 3 (state).
 absl::StatusOr<std::vector<std::string>> ReadStatFields(const std::string& path) {
-  base::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return base::ErrnoStatus(fmt::format("open {}", path));
-  char buf[1024];
-  ssize_t n;
-  do {
-    n = ::read(fd.get(), buf, sizeof(buf));
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) return base::ErrnoStatus(fmt::format("read {}", path));
-  std::string_view text(buf, n);
+  absl::StatusOr<std::string> stat = base::ReadFile(path);
+  if (!stat.ok()) return stat.status();
+  std::string_view text = *stat;
   size_t paren = text.rfind(')');
   if (paren == std::string_view::npos || paren + 2 > text.size()) {
     return absl::DataLossError(fmt::format("{}: cannot parse", path));
@@ -115,7 +111,7 @@ absl::StatusOr<ProcessState> ProbeProcess(pid_t pid, uint64_t start_boottime) {
   // before the exit tracepoint. So one thread without it means the group's
   // exit is still to come.
   std::string dir = fmt::format("/proc/{}/task", pid);
-  std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), &::closedir);
+  base::UniqueDir d = base::OpenDir(dir);
   if (!d) {
     if (errno == ENOENT) return ProcessState::kGone;
     return base::ErrnoStatus(fmt::format("opendir {}", dir));

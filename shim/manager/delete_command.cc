@@ -20,6 +20,7 @@
 #include "shim/manager/commands.h"
 #include "shim/oci/mount.h"
 #include "shim/oci/runc.h"
+#include "shim/oci/teardown.h"
 #include "shim/process/clock.h"
 #include "shim/process/exit_report.h"
 #include "shim/process/identifier.h"
@@ -92,12 +93,15 @@ task::DeleteResponse DeleteByHand(const InstancePaths& paths, embedshim::Contain
       exited_at = NowUnixNano();
     }
   }
-  if (absl::Status st = oci::Runc(RuncConfigFor(r)).Delete(r.id(), /*force=*/true);
-      !st.ok() && !absl::IsNotFound(st))
-    fmt::print(stderr, "delete: runc delete --force {}: {}\n", r.id(), st);
-  process::StopLoggerOf(r);  // the container is gone: its logger had EOF
-  if (absl::Status st = oci::UnmountRootfs(r.bundle() + "/rootfs"); !st.ok())
-    fmt::print(stderr, "delete: unmount: {}\n", st);
+  oci::TeardownOptions teardown;
+  absl::Status deleted;
+  teardown.after_delete = [&](const absl::Status& st) {
+    deleted = st;
+    if (!st.ok()) fmt::print(stderr, "delete: runc delete --force {}: {}\n", r.id(), st);
+    process::StopLoggerOf(r);  // the container is gone: its logger had EOF
+  };
+  absl::Status st = oci::TearDown(oci::Runc(RuncConfigFor(r)), r.id(), r.bundle(), teardown);
+  if (!st.ok() && deleted.ok()) fmt::print(stderr, "delete: unmount: {}\n", st);
   (void)StateStore(paths.state).Remove(r.namespace_(), r.id());
   r.set_exit_status(exit_status);
   r.set_exited_at_unix_nano(exited_at);
@@ -121,7 +125,7 @@ int RunDelete(const Flags& flags) {
   } else if (!record.ok()) {
     // Nothing persisted: deleted normally, or never created. Only make sure
     // nothing is left mounted in this container's own bundle.
-    if (!flags.bundle.empty()) (void)oci::UnmountRootfs(flags.bundle + "/rootfs");
+    if (!flags.bundle.empty()) (void)oci::UnmountRootfs(oci::RootfsOf(flags.bundle));
     resp.set_exit_status(0);
     SetTimestamp(resp.mutable_exited_at(), NowUnixNano());
   } else if (auto via_daemon = DeleteThroughDaemon(paths, flags.namespace_, flags.id);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "base/absl_fmt.h"
+#include "base/dir.h"
 #include "base/errno_status.h"
 #include "base/unique_fd.h"
 #include "fmt/format.h"
@@ -57,20 +58,19 @@ absl::Status JoinCgroup(const std::string& cgroup, const std::string& root) {
   }
   // v1 (or hybrid): one directory per hierarchy; the cpu,cpuacct-style
   // aliases are symlinks and skipped.
-  std::unique_ptr<DIR, int (*)(DIR*)> dir(opendir(root.c_str()), closedir);
-  if (!dir) return base::ErrnoStatus("opendir " + root);
   int joined = 0;
   std::vector<std::string> failed;
-  while (dirent* e = readdir(dir.get())) {
-    if (e->d_name[0] == '.') continue;
-    const std::string hierarchy = root + "/" + e->d_name;
-    if (!IsDir(hierarchy) || !IsDir(hierarchy + rel)) continue;
+  const bool listed = base::ForEachEntry(root, [&](const dirent& e) {
+    if (e.d_name[0] == '.') return;
+    const std::string hierarchy = root + "/" + e.d_name;
+    if (!IsDir(hierarchy) || !IsDir(hierarchy + rel)) return;
     if (absl::Status s = WriteProcs(hierarchy + rel); !s.ok()) {
       failed.push_back(std::string(s.message()));
     } else {
       ++joined;
     }
-  }
+  });
+  if (!listed) return base::ErrnoStatus("opendir " + root);
   if (!failed.empty())
     return absl::UnknownError(fmt::format("cgroup {}: {}", rel, fmt::join(failed, "; ")));
   if (joined == 0)

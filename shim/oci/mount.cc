@@ -143,6 +143,8 @@ MountOptions ParseMountOptions(const std::vector<std::string>& options) {
   return out;
 }
 
+std::string RootfsOf(const std::string& bundle) { return bundle + "/rootfs"; }
+
 absl::Status MountRootfs(const std::vector<Mount>& mounts, const std::string& target) {
   size_t stacked = 0;
   for (size_t i = 0; i < mounts.size(); ++i) {

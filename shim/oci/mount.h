@@ -20,6 +20,10 @@
 
 namespace shim::oci {
 
+// <bundle>/rootfs: where the container's rootfs is mounted (the root.path
+// containerd writes into the bundle's config.json).
+std::string RootfsOf(const std::string& bundle);
+
 struct Mount {
   std::string type, source;
   std::vector<std::string> options;

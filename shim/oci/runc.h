@@ -1,5 +1,6 @@
 // Runc: the OCI runtime's command line (runc, crun, ...), driven the way
-// containerd's runc-v2 shim drives it (see docs/shim-v2-contract.md §6).
+// containerd's runc-v2 shim drives it (containerd 1.6's pkg/process/init.go
+// NewRunc, and the go-runc v1.0.0 runc.go it vendors).
 //
 // Every call blocks until the runtime exits (or the timeout kills it), so the
 // shim runs them on worker threads, never on its event loop. A Runc holds only
@@ -24,6 +25,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "base/unique_fd.h"
+#include "shim/oci/runc_output.h"  // ReadPidFile, ParsePsJson, ...
 
 namespace shim::oci {
 
@@ -197,35 +199,8 @@ class Runc {
   RuncConfig config_;
 };
 
-// Reads a --pid-file: a decimal pid, surrounding whitespace allowed.
-absl::StatusOr<pid_t> ReadPidFile(const std::string& path);
-
 // Where temporary files for the runtime go (exec's process file, console
 // sockets): $XDG_RUNTIME_DIR, else $TMPDIR, else /tmp, as in runc-v2.
 std::string RuntimeTempDir();
-
-// --- pure helpers, exposed for tests ---
-
-// Parses `ps --format json` output: a JSON array of ints, or null (= none).
-absl::StatusOr<std::vector<pid_t>> ParsePsJson(std::string_view json);
-
-// The "msg" of the last entry whose "level" is error (or fatal/panic) in
-// JSON-lines log text, e.g. runc's --log-format json. "" when there is none.
-std::string LastLogError(std::string_view log_text);
-
-// The status for a runtime failure: `<prefix>: <message>`, NotFound when the
-// message says the container or process is gone, else Unknown.
-absl::Status RuntimeError(std::string_view prefix, std::string_view message);
-
-// The errors worth reading in a CRIU log (dump.log, restore.log): the text of
-// its "Error (file:line): ..." lines, without the generic "exited, status=N"
-// of its helpers, at most `max` of them, joined with "; ". "" when none.
-std::string CriuLogErrors(std::string_view log_text, size_t max = 3);
-
-// A failed checkpoint/restore whose runtime message names CRIU ("runc
-// checkpoint: criu failed: type DUMP errno 0\nlog file: <path>", "CRIU version
-// check failed: ..."): FailedPrecondition, on one line, with CRIU's own errors
-// from that log file appended (CriuLogErrors). Anything else is returned as it is.
-absl::Status CriuFailure(const absl::Status& runtime_error);
 
 }  // namespace shim::oci

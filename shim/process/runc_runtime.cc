@@ -19,6 +19,7 @@
 #include "shim/oci/mount.h"
 #include "shim/oci/runc.h"
 #include "shim/oci/stdio.h"
+#include "shim/oci/teardown.h"
 #include "shim/process/runtime_marker.h"
 #include "shim/process/runtime_options.h"
 
@@ -30,7 +31,6 @@ namespace {
 constexpr std::chrono::milliseconds kConsoleTimeout = std::chrono::seconds(30);
 
 oci::Runc RuncFor(const embedshim::ContainerRecord& c) { return oci::Runc(RuncConfigFor(c)); }
-std::string RootfsOf(const embedshim::ContainerRecord& c) { return c.bundle() + "/rootfs"; }
 
 // Mounts what containerd sent as the container's rootfs, if anything;
 // true when something was mounted (and must be unmounted on failure).
@@ -39,7 +39,7 @@ absl::StatusOr<bool> MountRootfsOf(const embedshim::ContainerRecord& r) {
   for (const auto& m : r.rootfs())
     mounts.push_back({m.type(), m.source(), {m.options().begin(), m.options().end()}});
   if (mounts.empty()) return false;
-  if (absl::Status st = oci::MountRootfs(mounts, RootfsOf(r)); !st.ok()) return st;
+  if (absl::Status st = oci::MountRootfs(mounts, oci::RootfsOf(r.bundle())); !st.ok()) return st;
   return true;
 }
 
@@ -139,11 +139,27 @@ void StopLoggerOf(const embedshim::ContainerRecord& r) {
   StopLoggerProcess(r.namespace_(), r.id(), r.logger_pid(), r.logger_start_boottime());
 }
 
+namespace {
+
+// Undoes a create or restore whose runtime ran: the container (if the runtime
+// made one), the logger started for it and, with `unmount`, the rootfs.
+void TearDownUnborn(const oci::Runc& runc, const embedshim::ContainerRecord& r,
+                    const PreparedStdio& stdio, bool unmount) {
+  oci::TeardownOptions options;
+  options.after_delete = [&](const absl::Status&) {
+    StopLoggerProcess(r.namespace_(), r.id(), stdio.logger_pid, stdio.logger_start_boottime);
+  };
+  options.unmount = unmount;
+  (void)oci::TearDown(runc, r.id(), r.bundle(), options);
+}
+
+}  // namespace
+
 absl::StatusOr<Spawned> RuncRuntime::Create(const embedshim::ContainerRecord& r, bool replayed) {
   absl::StatusOr<bool> mounted = MountRootfsOf(r);
   if (!mounted.ok()) return mounted.status();
   auto undo_mounts = [&] {
-    if (*mounted) (void)oci::UnmountRootfs(RootfsOf(r));
+    if (*mounted) (void)oci::UnmountRootfs(oci::RootfsOf(r.bundle()));
   };
   oci::Runc runc = RuncFor(r);
   oci::CreateOptions options;
@@ -171,8 +187,7 @@ absl::StatusOr<Spawned> RuncRuntime::Create(const embedshim::ContainerRecord& r,
     if (st.ok() || !replayed || attempt >= 50 ||
         st.message().find("already exists") == absl::string_view::npos)
       break;
-    (void)runc.Delete(r.id(), /*force=*/true);
-    StopLoggerProcess(r.namespace_(), r.id(), stdio->logger_pid, stdio->logger_start_boottime);
+    TearDownUnborn(runc, r, *stdio, /*unmount=*/false);  // the rootfs stays for the next try
     usleep(20'000);  // rare recovery path, on a worker
   }
   absl::StatusOr<pid_t> pid = st.ok() ? oci::ReadPidFile(options.pid_file) : st;
@@ -180,9 +195,7 @@ absl::StatusOr<Spawned> RuncRuntime::Create(const embedshim::ContainerRecord& r,
   if (start.ok()) st = ReceiveTerminal(*stdio);
   else st = start.status();
   if (!st.ok()) {
-    (void)runc.Delete(r.id(), /*force=*/true);
-    StopLoggerProcess(r.namespace_(), r.id(), stdio->logger_pid, stdio->logger_start_boottime);
-    undo_mounts();
+    TearDownUnborn(runc, r, *stdio, /*unmount=*/*mounted);
     return st;
   }
   return SpawnedOf(*pid, *start, *stdio);
@@ -233,12 +246,13 @@ absl::Status RuncRuntime::Kill(const embedshim::ContainerRecord& r, int signal, 
 }
 
 absl::Status RuncRuntime::Delete(const embedshim::ContainerRecord& r, bool force) {
-  absl::Status st = RuncFor(r).Delete(r.id(), force);
-  if (absl::IsNotFound(st)) st = absl::OkStatus();  // already gone
-  // As runc-v2: the logger is stopped after `runc delete`, before the unmount.
-  if (st.ok()) StopLoggerOf(r);
-  absl::Status um = oci::UnmountRootfs(RootfsOf(r));
-  return st.ok() ? um : st;
+  oci::TeardownOptions options;
+  options.force = force;
+  // A container that a plain delete left running keeps its logger.
+  options.after_delete = [&r](const absl::Status& deleted) {
+    if (deleted.ok()) StopLoggerOf(r);
+  };
+  return oci::TearDown(RuncFor(r), r.id(), r.bundle(), options);
 }
 
 absl::Status RuncRuntime::Pause(const embedshim::ContainerRecord& r) {
@@ -311,7 +325,7 @@ absl::StatusOr<Spawned> RuncRuntime::Restore(const embedshim::ContainerRecord& r
   absl::StatusOr<bool> mounted = MountRootfsOf(r);
   if (!mounted.ok()) return mounted.status();
   auto undo_mounts = [&] {
-    if (*mounted) (void)oci::UnmountRootfs(RootfsOf(r));
+    if (*mounted) (void)oci::UnmountRootfs(oci::RootfsOf(r.bundle()));
   };
   auto stdio = PrepareStdio({r.stdin(), r.stdout(), r.stderr()}, r.terminal(), StdioOptionsFor(r));
   if (!stdio.ok()) {
@@ -335,9 +349,7 @@ absl::StatusOr<Spawned> RuncRuntime::Restore(const embedshim::ContainerRecord& r
   absl::StatusOr<uint64_t> start = pid.ok() ? bpf::ReadStartBoottime(*pid) : pid.status();
   st = start.ok() ? ReceiveTerminal(*stdio) : start.status();
   if (!st.ok()) {
-    (void)runc.Delete(r.id(), /*force=*/true);
-    StopLoggerProcess(r.namespace_(), r.id(), stdio->logger_pid, stdio->logger_start_boottime);
-    undo_mounts();
+    TearDownUnborn(runc, r, *stdio, /*unmount=*/*mounted);
     return st;
   }
   return SpawnedOf(*pid, *start, *stdio);

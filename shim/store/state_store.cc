@@ -8,6 +8,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "base/absl_fmt.h"
 #include "base/corrupt_file.h"
+#include "base/dir.h"
 #include "base/errno_status.h"
 #include "base/read_file.h"
 #include "base/unique_fd.h"
@@ -127,30 +128,23 @@ absl::Status StateStore::Remove(const std::string& ns, const std::string& id) co
 std::vector<embedshim::ContainerRecord> StateStore::LoadAll(
     std::vector<std::string>* errors) const {
   std::vector<embedshim::ContainerRecord> out;
-  DIR* top = opendir(dir_.c_str());
-  if (!top) return out;
-  while (dirent* ns = readdir(top)) {
-    std::string ns_name = ns->d_name;
-    if (ns_name == "." || ns_name == "..") continue;
-    DIR* sub = opendir(fmt::format("{}/{}", dir_, ns_name).c_str());
-    if (!sub) continue;
-    while (dirent* f = readdir(sub)) {
-      std::string name = f->d_name;
+  base::ForEachEntry(dir_, [&](const dirent& ns) {
+    const std::string ns_name = ns.d_name;
+    base::ForEachEntry(fmt::format("{}/{}", dir_, ns_name), [&](const dirent& f) {
+      std::string name = f.d_name;
       constexpr size_t n = sizeof kRecordSuffix - 1;
-      if (name.size() <= n || name.compare(name.size() - n, n, kRecordSuffix) != 0) continue;
+      if (name.size() <= n || name.compare(name.size() - n, n, kRecordSuffix) != 0) return;
       auto record = Load(ns_name, name.substr(0, name.size() - n));
       if (record.ok()) {
         out.push_back(std::move(*record));
-        continue;
+        return;
       }
       if (record.status().code() == absl::StatusCode::kDataLoss)
         base::MoveAsideCorrupt(Path(ns_name, name.substr(0, name.size() - n)),
                          std::string(record.status().message()));
       if (errors) errors->push_back(record.status().ToString());
-    }
-    closedir(sub);
-  }
-  closedir(top);
+    });
+  });
   return out;
 }
 

@@ -10,8 +10,10 @@
 
 #include "base/absl_fmt.h"
 #include "base/corrupt_file.h"
+#include "base/dir.h"
 #include "base/log.h"
 #include "base/read_file.h"
+#include "base/unique_fd.h"
 #include "events_task.pb.h"
 #include "events_ttrpc.pb.h"
 #include "shim/process/clock.h"
@@ -88,28 +90,25 @@ absl::StatusOr<SpooledEvent> DecodeSpooledEvent(std::string_view bytes) {
 
 void EventPublisher::LoadSpool() {
   std::vector<uint64_t> seqs;
-  if (DIR* d = opendir(spool_dir_.c_str())) {
-    while (dirent* e = readdir(d)) {
-      std::string name = e->d_name;
-      if (name == "." || name == ".." || base::IsCorruptName(name)) continue;
-      std::string path = spool_dir_ + "/" + name;
-      // Only whole events: a "<seq>.tmp" is one a dying server never
-      // finished writing, and it was never sent.
-      if (name.size() == 24 && name.ends_with(".tmp")) {
-        unlink(path.c_str());
-        continue;
-      }
-      // Exactly SpoolPath's name, so that the seq names this file and no other.
-      uint64_t seq = 0;
-      auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), seq);
-      if (ec != std::errc() || end != name.data() + name.size() || SpoolPath(seq) != path) {
-        base::MoveAsideCorrupt(path, "not a spool file's name");
-        continue;
-      }
-      seqs.push_back(seq);
+  base::ForEachEntry(spool_dir_, [&](const dirent& e) {
+    std::string name = e.d_name;
+    if (base::IsCorruptName(name)) return;
+    std::string path = spool_dir_ + "/" + name;
+    // Only whole events: a "<seq>.tmp" is one a dying server never
+    // finished writing, and it was never sent.
+    if (name.size() == 24 && name.ends_with(".tmp")) {
+      unlink(path.c_str());
+      return;
     }
-    closedir(d);
-  }
+    // Exactly SpoolPath's name, so that the seq names this file and no other.
+    uint64_t seq = 0;
+    auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), seq);
+    if (ec != std::errc() || end != name.data() + name.size() || SpoolPath(seq) != path) {
+      base::MoveAsideCorrupt(path, "not a spool file's name");
+      return;
+    }
+    seqs.push_back(seq);
+  });
   std::sort(seqs.begin(), seqs.end());
   for (uint64_t seq : seqs) {
     // Past every file seen, readable or not: a new event never takes the
@@ -162,10 +161,10 @@ void EventPublisher::Publish(const std::string& ns, const std::string& topic,
   auto [container_id, process_id] = IdsOf(env->event());
   Queued q{next_seq_++, topic, ns, container_id, process_id, req.SerializeAsString()};
   std::string tmp = SpoolPath(q.seq) + ".tmp";
-  if (int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600); fd >= 0) {
-    bool ok = write(fd, q.request.data(), q.request.size()) ==
+  if (base::UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)); fd) {
+    bool ok = write(fd.get(), q.request.data(), q.request.size()) ==
               static_cast<ssize_t>(q.request.size());
-    close(fd);
+    fd.Reset();
     if (!ok || rename(tmp.c_str(), SpoolPath(q.seq).c_str()) != 0)
       base::LogError("events: cannot spool {}; it is kept in memory only", topic);
   }
