@@ -1,7 +1,8 @@
 // Which Task API a containerd takes from `start`, and the answer that says
 // so. containerd 1.6 reads all of start's stdout as the address, 1.7 rejects
 // a bootstrap of version 3, 2.x takes {"version":3,...} and then calls
-// containerd.task.v3.Task (docs/shim-v2-contract.md section 5). The server
+// containerd.task.v3.Task (containerd v2.0.0 core/runtime/v2/shim.go and
+// pkg/shim/shim.go; 1.7 rejects version > 2 in the same parser). The server
 // serves v2 and v3 alike; this only picks what to announce.
 //
 // Protobuf-free: the launcher's fast path (start_fast.cc) uses it too.

@@ -1,6 +1,7 @@
-// What each containerd version changes for a shim (docs/shim-v2-contract.md
-// section 5), on the containerd under test ($EMBED_CONTAINERD: Debian's 1.6,
-// or a peer's 1.7.34, 2.1.9, 2.3.4; see test/integration/meson.build):
+// What each containerd version changes for a shim (containerd v2.0.0
+// core/runtime/v2/shim.go, v2.3.0 pkg/shim/util.go), on the containerd
+// under test ($EMBED_CONTAINERD: Debian's 1.6, or a peer's 1.7.34, 2.1.9,
+// 2.3.4; see test/integration/meson.build):
 //   - start's answer: the plain address for 1.x, the bootstrap JSON of
 //     version 3 for 2.x (which then writes bootstrap.json and calls
 //     containerd.task.v3.Task), and reload after a containerd restart;
