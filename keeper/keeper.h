@@ -29,6 +29,7 @@
 #include "keeper/tty_relay.h"
 #include "keeper/upgrade_state.h"
 #include "ttrpc/frame.h"
+#include "ttrpc/framed_connection.h"
 
 namespace keeper {
 
@@ -36,16 +37,16 @@ struct Config {
   std::vector<std::string> self_argv;    // to re-exec the keeper (upgrade)
   std::string socket_path;               // the main socket, created here
   std::vector<std::string> server_argv;  // how to start a server
-  int ready_fd = -1;                     // written once the first server serves
+  base::UniqueFd ready_fd;                // written once the first server serves
 };
 
 class Keeper {
  public:
   Keeper(base::EventLoop& loop, Config config);
   absl::Status Start();
-  // Continues from a state an earlier keeper handed over through `state_fd`
+  // Continues from a state an earlier keeper handed over through `state`
   // (see Upgrade), instead of Start().
-  absl::Status Resume(int state_fd);
+  absl::Status Resume(base::UniqueFd state);
   // Stops the server and leaves (SIGTERM): containers keep running.
   void Stop();
 
@@ -56,13 +57,9 @@ class Keeper {
     std::string path;
   };
   struct Conn {
-    uint64_t id = 0;
-    base::UniqueFd fd;
-    std::string label;
+    std::unique_ptr<ttrpc::FramedConnection> io;
+    std::string label;  // of the listener that accepted it
     ucred peer{};
-    ttrpc::FrameDecoder decoder;
-    std::string out;
-    bool close_after_flush = false;
   };
   struct Pending {  // a request the server has not answered yet
     uint64_t conn;
@@ -70,24 +67,32 @@ class Keeper {
     std::string frame;
   };
 
+  // Client connections (client_connections.cc).
   absl::Status AddListener(base::UniqueFd fd, std::string label);
   void Accept(Listener& l);
-  void OnConn(uint64_t id, uint32_t events);
-  void OnFrameFromClient(Conn& c, ttrpc::Frame frame);
-  void WriteToClient(Conn& c, std::string_view bytes);
+  // Holds a connection; `unsent` and `partial` continue a resumed one.
+  absl::Status AddConn(uint64_t id, base::UniqueFd fd, std::string label,
+                       std::string unsent = {}, std::string_view partial = {});
+  void OnFrameFromClient(uint64_t id, ttrpc::Frame frame);
+  // A whole frame the server answered with: passed on as it is.
+  void FrameToClient(uint64_t id, std::string frame);
   void CloseConn(uint64_t id, bool tell_server);
 
+  // The server (server_supervisor.cc).
   void SpawnServer();
   void OnServerExit();
+  void StopServerAndWait();
+
+  // The channel's messages (keeper.cc).
   void OnChannel();
   void OnServerMsg(Msg msg);
   void OnTtyMsg(Msg msg);
   void ToServer(Msg msg);
-  // Stops the server, writes every fd and buffer into a memfd and re-execs
+
+  // The upgrade (upgrade.cc). Stops the server, writes every fd and buffer into a memfd and re-execs
   // the keeper binary now installed; the new one Resume()s and starts a
   // server from the new binary. Connections never notice.
   void Upgrade();
-  void StopServerAndWait();
   // Takes over what a decoded, checked upgrade state names.
   void ResumeFrom(UpgradeState state);
 

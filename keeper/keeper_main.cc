@@ -31,7 +31,7 @@ void CloseInheritedFds() {
     if (fd > 2 && fd != dirfd(d) && fcntl(fd, F_GETFD) == 0) inherited.push_back(fd);
   }
   closedir(d);
-  for (int fd : inherited) close(fd);
+  for (int fd : inherited) base::UniqueFd closed(fd);
   base::LogWarn("keeper: closed {} fds the previous keeper handed over", inherited.size());
 }
 
@@ -51,16 +51,14 @@ int main(int argc, char** argv) {
   base::Log::Init(argv[2], false);
   for (int i = 4; i < argc; ++i) config.server_argv.push_back(argv[i]);
   if (const char* fd = std::getenv("EMBED_SHIM_READY_FD")) {
-    config.ready_fd = std::atoi(fd);
-    fcntl(config.ready_fd, F_SETFD, FD_CLOEXEC);  // not for the server
+    config.ready_fd.Reset(std::atoi(fd));
+    fcntl(config.ready_fd.get(), F_SETFD, FD_CLOEXEC);  // not for the server
     unsetenv("EMBED_SHIM_READY_FD");
   }
   // The keeper holds every connection: the OOM killer should pick the
   // server (which the keeper replaces) long before it picks the keeper.
-  if (int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC); fd >= 0) {
-    (void)!write(fd, "-999", 4);
-    close(fd);
-  }
+  if (base::UniqueFd fd(open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC)); fd)
+    (void)!write(fd.get(), "-999", 4);
   signal(SIGPIPE, SIG_IGN);
   sigset_t stop;
   sigemptyset(&stop);
@@ -71,16 +69,16 @@ int main(int argc, char** argv) {
 
   auto loop = base::EventLoop::Create();
   if (!loop.ok()) return 1;
-  keeper::Keeper k(**loop, config);
+  keeper::Keeper k(**loop, std::move(config));
   (void)(*loop)->Add(sigfd.get(), EPOLLIN, [&](uint32_t) {
     base::LogInfo("keeper: stopping on a signal; containers keep running");
     k.Stop();
   });
   absl::Status st;
   if (const char* resume = std::getenv("EMBED_SHIM_KEEPER_RESUME")) {
-    int fd = std::atoi(resume);
+    base::UniqueFd state(std::atoi(resume));
     unsetenv("EMBED_SHIM_KEEPER_RESUME");
-    st = k.Resume(fd);
+    st = k.Resume(std::move(state));
     if (!st.ok()) {
       // Nothing of the state was taken. Exiting would leave containerd's
       // connections to nobody; start afresh instead, as a keeper whose

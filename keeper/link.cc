@@ -48,12 +48,10 @@ void Link::OnReadable() {
         break;
       }
       case MsgType::kFrame: {
-        if (m.data.size() < ttrpc::kHeaderSize) break;
-        ttrpc::Frame frame;
-        frame.header = ttrpc::DecodeHeader(m.data.data());
-        frame.oversized = m.arg & keeper::kFrameOversized;
-        frame.payload = m.data.substr(ttrpc::kHeaderSize);
-        server_.OnRelayedFrame(m.conn, std::move(frame), m.arg & keeper::kFrameReplayed);
+        // The client's bytes as they came, header and all.
+        std::optional<ttrpc::Frame> frame =
+            ttrpc::FrameFromBytes(std::move(m.data), m.arg & keeper::kFrameOversized);
+        if (frame) server_.OnRelayedFrame(m.conn, std::move(*frame), m.arg & kFrameReplayed);
         break;
       }
       case MsgType::kConnClosed:

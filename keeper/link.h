@@ -16,6 +16,18 @@
 
 namespace keeper {
 
+// What the keeper attaches to a request it relays (ttrpc::RequestContext):
+// the label of the listener that accepted the connection ("" for the main
+// socket, else the namespace the socket is for), ...
+inline const std::string& ListenerLabel(const ttrpc::RequestContext& ctx) {
+  return ctx.connection_tag;
+}
+// ... and whether it is replayed: an earlier server may already have acted
+// on it (the keeper replays requests that were never answered).
+inline bool Replayed(const ttrpc::RequestContext& ctx) {
+  return (ctx.frame_flags & kFrameReplayed) != 0;
+}
+
 class Link {
  public:
   Link(base::EventLoop& loop, base::UniqueFd channel, ttrpc::Server& server);

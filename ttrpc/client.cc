@@ -169,7 +169,7 @@ void Client::OnFrame(Frame frame) {
     return;
   }
   Response resp;
-  if (!resp.ParseFromString(frame.payload)) {
+  if (!resp.ParseFromArray(frame.payload().data(), static_cast<int>(frame.payload().size()))) {
     Fail(stream, absl::InternalError("ttrpc: response frame is not a ttrpc Response"));
     return;
   }

@@ -42,11 +42,15 @@ std::string EncodeFrame(uint32_t stream_id, MessageType type, std::string_view p
   return out;
 }
 
+std::optional<Frame> FrameFromBytes(std::string bytes, bool oversized) {
+  if (bytes.size() < kHeaderSize) return std::nullopt;
+  FrameHeader header = DecodeHeader(bytes.data());
+  return Frame{header, std::move(bytes), oversized};
+}
+
 std::string FrameDecoder::Buffered() const {
   if (!header_done_) return std::string(header_, have_);
-  char header[kHeaderSize];
-  EncodeHeader(current_.header, header);
-  return std::string(header, kHeaderSize) + current_.payload;
+  return current_.bytes;
 }
 
 void FrameDecoder::Feed(std::string_view bytes) {
@@ -64,7 +68,7 @@ void FrameDecoder::Feed(std::string_view bytes) {
       bytes.remove_prefix(n);
       if (have_ < kHeaderSize) return;
       have_ = 0;
-      current_ = Frame{DecodeHeader(header_), {}, false};
+      current_ = Frame{DecodeHeader(header_), std::string(header_, kHeaderSize), false};
       if (current_.header.length > max_) {
         // Report it now; drop its payload as it streams past.
         current_.oversized = true;
@@ -75,18 +79,18 @@ void FrameDecoder::Feed(std::string_view bytes) {
       header_done_ = true;
       // Grow with the bytes that arrive: a peer that sends only headers
       // must not make us allocate 4 MiB each.
-      current_.payload.reserve(std::min<uint32_t>(current_.header.length, 64 * 1024));
+      current_.bytes.reserve(kHeaderSize + std::min<uint32_t>(current_.header.length, 64 * 1024));
       if (current_.header.length == 0) {  // complete without payload bytes
         header_done_ = false;
         ready_.push_back(std::move(current_));
         continue;
       }
     }
-    size_t want = current_.header.length - current_.payload.size();
+    size_t want = kHeaderSize + current_.header.length - current_.bytes.size();
     size_t n = std::min(want, bytes.size());
-    current_.payload.append(bytes.data(), n);
+    current_.bytes.append(bytes.data(), n);
     bytes.remove_prefix(n);
-    if (current_.payload.size() == current_.header.length) {
+    if (current_.bytes.size() == kHeaderSize + current_.header.length) {
       header_done_ = false;
       ready_.push_back(std::move(current_));
     }

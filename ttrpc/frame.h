@@ -5,6 +5,7 @@
 // frames (the keeper) can use it without linking the envelope code.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -38,12 +39,22 @@ FrameHeader DecodeHeader(const char in[kHeaderSize]);
 std::string EncodeFrame(uint32_t stream_id, MessageType type,
                         std::string_view payload, uint8_t flags = 0);
 
+// A whole frame as it travelled: `bytes` is the header followed by the
+// payload, so a process that only moves frames passes them on unchanged.
 struct Frame {
   FrameHeader header;
-  std::string payload;
-  // The declared length exceeded the limit; the payload was not kept.
+  std::string bytes;
+  // The declared length exceeded the limit: `bytes` holds only the header.
   bool oversized = false;
+
+  std::string_view payload() const {
+    return std::string_view(bytes).substr(std::min(bytes.size(), kHeaderSize));
+  }
 };
+
+// A frame from bytes that travelled whole (header and payload, or only the
+// header of an oversized frame). nullopt if shorter than a header.
+std::optional<Frame> FrameFromBytes(std::string bytes, bool oversized = false);
 
 // Turns a byte stream into frames. Bytes may arrive split anywhere; whole
 // frames come out in order. An oversized frame is reported once, with its

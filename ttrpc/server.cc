@@ -1,19 +1,9 @@
 #include "ttrpc/server.h"
 
-#include <fcntl.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <unistd.h>
-
-#include <algorithm>
 #include <atomic>
-#include <optional>
-#include <cstring>
 
 #include "absl/container/flat_hash_map.h"
 #include "base/absl_fmt.h"
-#include "base/errno_status.h"
 #include "fmt/format.h"
 #include "ttrpc/ttrpc.pb.h"
 #include "ttrpc/wire.h"
@@ -34,53 +24,8 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
  public:
   ServerCore(base::EventLoop& loop, Server::Options options)
       : loop_(loop), options_(std::move(options)) {}
-  ~ServerCore() {
-    for (auto& [id, conn] : connections_) loop_.Remove(conn->fd.get());
-    for (auto& l : listeners_) loop_.Remove(l->fd.get());
-  }
-
   void Register(std::string service, std::string method, Handler handler) {
     handlers_[std::move(service)][std::move(method)] = std::move(handler);
-  }
-
-  absl::Status Serve(base::UniqueFd listener, std::string label) {
-    int fd = listener.get();
-    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0)
-      return base::ErrnoStatus("fcntl(O_NONBLOCK)");
-    auto l = std::make_unique<Listener>(Listener{std::move(listener), std::move(label)});
-    Listener* raw = l.get();
-    if (absl::Status st = loop_.Add(fd, EPOLLIN, [this, raw](uint32_t) { Accept(*raw); });
-        !st.ok())
-      return st;
-    listeners_.push_back(std::move(l));
-    return absl::OkStatus();
-  }
-
-  absl::Status AddConnection(base::UniqueFd fd, std::string label) {
-    // The loop must never block on a peer, whoever created this socket.
-    if (fcntl(fd.get(), F_SETFL, fcntl(fd.get(), F_GETFL) | O_NONBLOCK) != 0)
-      return base::ErrnoStatus("fcntl(O_NONBLOCK)");
-    ucred peer{};
-    socklen_t len = sizeof peer;
-    if (getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0)
-      return base::ErrnoStatus("getsockopt(SO_PEERCRED)");
-    if (options_.require_same_uid && peer.uid != geteuid()) {
-      Log(fmt::format("rejected connection from pid {} uid {}: only uid {} may connect",
-                      peer.pid, peer.uid, geteuid()));
-      return absl::PermissionDeniedError("peer uid differs from the server's");
-    }
-    auto conn = std::make_unique<Connection>();
-    conn->id = next_connection_id_++;
-    conn->fd = std::move(fd);
-    conn->decoder = FrameDecoder(options_.max_message_size);
-    conn->peer = peer;
-    conn->label = std::move(label);
-    uint64_t id = conn->id;
-    absl::Status st = loop_.Add(conn->fd.get(), EPOLLIN | EPOLLRDHUP,
-                                [this, id](uint32_t events) { OnEvents(id, events); });
-    if (!st.ok()) return st;
-    connections_[id] = std::move(conn);
-    return absl::OkStatus();
   }
 
   // Called on the loop thread with a response frame for (connection, stream).
@@ -96,24 +41,22 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
     Send(conn, std::move(frame));
   }
 
-  absl::Status AddRelayed(uint64_t id, std::string label, ucred peer, Server::Relay relay) {
+  absl::Status AddRelayed(uint64_t id, std::string tag, ucred peer, Server::Relay relay) {
     if (connections_.contains(id))
       return absl::AlreadyExistsError(fmt::format("connection {} exists", id));
     auto conn = std::make_unique<Connection>();
     conn->id = id;
-    conn->label = std::move(label);
+    conn->tag = std::move(tag);
     conn->peer = peer;
     conn->relay = std::move(relay);
     connections_[id] = std::move(conn);
-    // Relayed ids come from the owner; keep ours clear of them.
-    next_connection_id_ = std::max(next_connection_id_, id + 1);
     return absl::OkStatus();
   }
 
-  void OnRelayedFrame(uint64_t id, Frame frame, bool replayed) {
+  void OnRelayedFrame(uint64_t id, Frame frame, uint32_t flags) {
     auto it = connections_.find(id);
     if (it == connections_.end()) return;
-    OnFrame(*it->second, std::move(frame), replayed);
+    OnFrame(*it->second, std::move(frame), flags);
   }
 
   void RemoveRelayed(uint64_t id) { Close(id); }
@@ -123,20 +66,12 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   base::EventLoop& loop() { return loop_; }
 
  private:
-  struct Listener {
-    base::UniqueFd fd;
-    std::string label;
-  };
-
   struct Connection {
     uint64_t id = 0;
-    std::string label;  // of the listener that accepted it
-    base::UniqueFd fd;  // invalid for a relayed connection
-    std::optional<Server::Relay> relay;
-    FrameDecoder decoder;
+    std::string tag;  // the owner's, passed on in RequestContext
+    Server::Relay relay;
     ucred peer{};
-    std::string out;  // bytes not yet written
-    bool close_after_flush = false;
+    bool closed = false;  // after a protocol error, nothing more is read
     // Open requests, each with its deadline timer (0 = none).
     absl::flat_hash_map<uint32_t, base::EventLoop::TimerId> streams;
   };
@@ -145,56 +80,9 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
     if (options_.log) options_.log(line);
   }
 
-  void Accept(Listener& listener) {
-    for (;;) {
-      base::UniqueFd fd(accept4(listener.fd.get(), nullptr, nullptr,
-                                SOCK_NONBLOCK | SOCK_CLOEXEC));
-      if (!fd) {
-        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-          Log(fmt::format("accept: {}", std::strerror(errno)));
-        return;
-      }
-      absl::Status st = AddConnection(std::move(fd), listener.label);
-      if (!st.ok() && !absl::IsPermissionDenied(st))
-        Log(fmt::format("serving a new connection: {}", st.message()));
-    }
-  }
-
-  void OnEvents(uint64_t id, uint32_t events) {
-    auto it = connections_.find(id);
-    if (it == connections_.end()) return;
-    Connection& conn = *it->second;
-    if (events & EPOLLOUT) {
-      if (!Flush(conn)) return;
-    }
-    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) Read(conn);
-  }
-
-  void Read(Connection& conn) {
-    char buf[64 * 1024];
-    // Bounded, so that one busy connection cannot starve the others; epoll
-    // is level-triggered and brings us back.
-    for (int round = 0; round < 16; ++round) {
-      ssize_t n = read(conn.fd.get(), buf, sizeof buf);
-      if (n > 0) {
-        conn.decoder.Feed(std::string_view(buf, static_cast<size_t>(n)));
-        uint64_t id = conn.id;
-        while (auto frame = conn.decoder.Next()) {
-          OnFrame(conn, std::move(*frame));
-          if (!connections_.contains(id)) return;
-        }
-        if (conn.close_after_flush) return;
-        continue;
-      }
-      if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
-      Close(conn.id);  // EOF or error: the client is gone
-      return;
-    }
-  }
-
-  void OnFrame(Connection& conn, Frame frame, bool replayed = false) {
+  void OnFrame(Connection& conn, Frame frame, uint32_t flags) {
     const uint32_t stream = frame.header.stream_id;
-    if (conn.close_after_flush) return;
+    if (conn.closed) return;
     if (frame.oversized) {
       ProtocolError(conn, stream, absl::ResourceExhaustedError(fmt::format(
           "message length {} exceeds maximum message size of {}",
@@ -218,7 +106,8 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
       return;
     }
     Request req;
-    if (!req.ParseFromString(frame.payload)) {
+    std::string_view bytes = frame.payload();
+    if (!req.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
       Send(conn, EncodeResponseFrame(stream, absl::InvalidArgumentError(
           fmt::format("stream {}: request frame is not a ttrpc Request", stream))));
       return;
@@ -242,8 +131,8 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
     ctx.service = req.service();
     ctx.method = req.method();
     ctx.peer = conn.peer;
-    ctx.listener_label = conn.label;
-    ctx.replayed = replayed;
+    ctx.connection_tag = conn.tag;
+    ctx.frame_flags = flags;
     for (const KeyValue& kv : req.metadata()) ctx.metadata.emplace_back(kv.key(), kv.value());
 
     auto state = std::make_shared<Responder::State>();
@@ -273,55 +162,17 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   void ProtocolError(Connection& conn, uint32_t stream, const absl::Status& status) {
     Log(fmt::format("connection {} (pid {}): {}; closing it", conn.id, conn.peer.pid,
                     status.message()));
-    conn.close_after_flush = true;
+    conn.closed = true;
     Send(conn, EncodeResponseFrame(stream, status));
   }
 
   void Send(Connection& conn, std::string frame) {
-    if (conn.relay) {
-      conn.relay->send(std::move(frame));
-      if (conn.close_after_flush) {
-        conn.relay->close();
-        Close(conn.id);
-      }
-      return;
+    conn.relay.send(std::move(frame));
+    if (conn.closed) {
+      const uint64_t id = conn.id;
+      conn.relay.close();
+      Close(id);
     }
-    if (conn.out.empty()) {
-      ssize_t n = send(conn.fd.get(), frame.data(), frame.size(), MSG_NOSIGNAL);
-      if (n < 0 && errno != EAGAIN && errno != EINTR) {
-        Close(conn.id);
-        return;
-      }
-      if (n < 0) n = 0;
-      frame.erase(0, static_cast<size_t>(n));
-      if (frame.empty()) {
-        if (conn.close_after_flush) Close(conn.id);
-        return;
-      }
-      conn.out = std::move(frame);
-      (void)loop_.Modify(conn.fd.get(), EPOLLIN | EPOLLRDHUP | EPOLLOUT);
-      return;
-    }
-    conn.out += frame;
-  }
-
-  // Returns false if the connection was closed.
-  bool Flush(Connection& conn) {
-    while (!conn.out.empty()) {
-      ssize_t n = send(conn.fd.get(), conn.out.data(), conn.out.size(), MSG_NOSIGNAL);
-      if (n < 0) {
-        if (errno == EAGAIN || errno == EINTR) return true;
-        Close(conn.id);
-        return false;
-      }
-      conn.out.erase(0, static_cast<size_t>(n));
-    }
-    if (conn.close_after_flush) {
-      Close(conn.id);
-      return false;
-    }
-    (void)loop_.Modify(conn.fd.get(), EPOLLIN | EPOLLRDHUP);
-    return true;
   }
 
   void Close(uint64_t id) {
@@ -332,17 +183,14 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
       if (timer != 0) loop_.CancelTimer(timer);
     }
     pending_ -= conn.streams.size();
-    if (conn.fd) loop_.Remove(conn.fd.get());
-    connections_.erase(it);  // closes the fd; late replies find no connection
+    connections_.erase(it);  // late replies find no connection
     if (options_.on_disconnect) options_.on_disconnect(id);
   }
 
   base::EventLoop& loop_;
   Server::Options options_;
   absl::flat_hash_map<std::string, absl::flat_hash_map<std::string, Handler>> handlers_;
-  std::vector<std::unique_ptr<Listener>> listeners_;
   absl::flat_hash_map<uint64_t, std::unique_ptr<Connection>> connections_;
-  uint64_t next_connection_id_ = 1;
   size_t pending_ = 0;
 };
 
@@ -370,18 +218,12 @@ Server::~Server() = default;
 void Server::Register(std::string service, std::string method, Handler handler) {
   core_->Register(std::move(service), std::move(method), std::move(handler));
 }
-absl::Status Server::Serve(base::UniqueFd listener, std::string label) {
-  return core_->Serve(std::move(listener), std::move(label));
-}
-absl::Status Server::AddConnection(base::UniqueFd c, std::string label) {
-  return core_->AddConnection(std::move(c), std::move(label));
-}
-absl::Status Server::AddRelayedConnection(uint64_t id, std::string label, ucred peer,
+absl::Status Server::AddRelayedConnection(uint64_t id, std::string tag, ucred peer,
                                           Relay relay) {
-  return core_->AddRelayed(id, std::move(label), peer, std::move(relay));
+  return core_->AddRelayed(id, std::move(tag), peer, std::move(relay));
 }
-void Server::OnRelayedFrame(uint64_t id, Frame frame, bool replayed) {
-  core_->OnRelayedFrame(id, std::move(frame), replayed);
+void Server::OnRelayedFrame(uint64_t id, Frame frame, uint32_t flags) {
+  core_->OnRelayedFrame(id, std::move(frame), flags);
 }
 void Server::RemoveRelayedConnection(uint64_t id) { core_->RemoveRelayed(id); }
 size_t Server::connection_count() const { return core_->connection_count(); }

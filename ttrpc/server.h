@@ -1,6 +1,9 @@
 // Server: serves ttrpc requests on an EventLoop.
 //
-// All socket IO happens on the loop thread. A handler is called on the loop
+// It holds no sockets: its connections belong to someone else (in the shim,
+// the keeper, through keeper::Link; in tests, a ttrpc::FramedConnection),
+// who hands it whole frames and sends the frames it answers with. All of
+// it runs on the loop thread. A handler is called on the loop
 // thread and must not block: it replies at once, or hands the work to another
 // thread and replies from there through its Responder. So a 50 ms runc call
 // never delays other requests, and a Wait can stay pending for hours.
@@ -14,8 +17,6 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "base/event_loop.h"
-#include "base/unique_fd.h"
-#include "base/unix_socket.h"
 #include "ttrpc/frame.h"
 #include "ttrpc/types.h"
 
@@ -42,10 +43,9 @@ using Handler =
     std::function<void(RequestContext ctx, std::string payload, Responder responder)>;
 
 struct ServerOptions {
+  // The limit the connection's owner enforces (an oversized frame reaches
+  // the server as Frame::oversized); named in the error it answers.
   uint32_t max_message_size = kMaxMessageSize;
-  // Reject peers whose uid differs from ours (SO_PEERCRED), as containerd's
-  // shims do: the socket's file mode is not the only line of defence.
-  bool require_same_uid = true;
   // Where the server reports protocol errors and rejected peers.
   std::function<void(std::string_view)> log;
   // Called on the loop thread when a connection ends, for any reason.
@@ -64,23 +64,19 @@ class Server {
   // Handlers are looked up by (service, method); register before serving.
   void Register(std::string service, std::string method, Handler handler);
 
-  // Accepts connections on a listening socket. Requests on them carry
-  // `label` in RequestContext::listener_label. Loop thread. Any number of
-  // listeners may be served at once.
-  absl::Status Serve(base::UniqueFd listener, std::string label = "");
-  // Serves one already-connected socket. Loop thread.
-  absl::Status AddConnection(base::UniqueFd connection, std::string label = "");
-
-  // A connection whose bytes travel through someone else (the keeper): the
-  // server gets whole frames through OnRelayedFrame and hands its frames to
-  // `send`; `close` asks the owner to close the real connection.
+  // A connection whose bytes travel through its owner: the server gets
+  // whole frames through OnRelayedFrame and hands its frames to `send`;
+  // `close` asks the owner to close the real connection (after the frames
+  // sent). Neither may call back into the Server. `tag` is the owner's,
+  // passed on unread in RequestContext::connection_tag.
   struct Relay {
     std::function<void(std::string frame)> send;
     std::function<void()> close;
   };
-  absl::Status AddRelayedConnection(uint64_t connection_id, std::string label, ucred peer,
+  absl::Status AddRelayedConnection(uint64_t connection_id, std::string tag, ucred peer,
                                     Relay relay);
-  void OnRelayedFrame(uint64_t connection_id, Frame frame, bool replayed = false);
+  // `flags` are the owner's, passed on unread in RequestContext::frame_flags.
+  void OnRelayedFrame(uint64_t connection_id, Frame frame, uint32_t flags = 0);
   // The owner closed it (the client went away).
   void RemoveRelayedConnection(uint64_t connection_id);
 

@@ -28,11 +28,11 @@ struct RequestContext {
   Metadata metadata;
   absl::Time deadline = absl::InfiniteFuture();
   ucred peer{};
-  // The label of the listener that accepted the connection (Server::Serve).
-  std::string listener_label;
-  // A relayed request that an earlier server may already have acted on
-  // (its owner replays requests that were never answered).
-  bool replayed = false;
+  // What the connection's owner attached to the connection and to this
+  // request's frame (Server::AddRelayedConnection, OnRelayedFrame); the
+  // server passes them on unread. keeper/link.h says what the keeper's mean.
+  std::string connection_tag;
+  uint32_t frame_flags = 0;
 };
 
 }  // namespace ttrpc

@@ -43,6 +43,7 @@
 #include "base/errno_status.h"
 #include "base/event_loop.h"
 #include "base/unique_fd.h"
+#include "test/support/ttrpc_socket_relay.h"
 #include "fmt/format.h"
 #include "ttrpc/client.h"
 #include "ttrpc/frame.h"
@@ -174,19 +175,23 @@ class LocalServer {
                       });
     absl::StatusOr<base::UniqueFd> listener = base::ListenUnix(path);
     if (!listener.ok()) Die(listener.status().ToString());
+    // The server's connections are relayed to it, as the keeper does.
+    relay_ = std::make_unique<test::SocketRelay>(*loop_, *server_);
     // Before Run(): allowed from this thread.
-    if (absl::Status s = server_->Serve(std::move(*listener)); !s.ok()) Die(s.ToString());
+    if (absl::Status s = relay_->Listen(std::move(*listener)); !s.ok()) Die(s.ToString());
     thread_ = std::thread([this] { loop_->Run(); });
   }
   ~LocalServer() {
     loop_->Stop();
     thread_.join();
-    server_.reset();  // touches the loop's maps: only once the loop has stopped
+    relay_.reset();  // touch the loop's maps: only once the loop has stopped
+    server_.reset();
   }
 
  private:
   std::unique_ptr<base::EventLoop> loop_;
   std::unique_ptr<ttrpc::Server> server_;
+  std::unique_ptr<test::SocketRelay> relay_;
   std::thread thread_;
 };
 
@@ -303,7 +308,8 @@ class RawClient {
     for (;;) {
       if (std::optional<ttrpc::Frame> f = decoder_.Next()) {
         ttrpc::Response resp;
-        if (!resp.ParseFromString(f->payload)) return absl::InternalError("bad Response");
+        if (!resp.ParseFromArray(f->payload().data(), static_cast<int>(f->payload().size())))
+          return absl::InternalError("bad Response");
         return ttrpc::StatusOf(resp);
       }
       ssize_t n = read(fd_.get(), buf_, sizeof buf_);

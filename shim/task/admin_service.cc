@@ -6,6 +6,7 @@
 #include "base/absl_fmt.h"
 #include "base/log.h"
 #include "bpf/pidfd.h"
+#include "keeper/link.h"
 #include "shim/process/clock.h"
 
 namespace shim {
@@ -30,7 +31,7 @@ ttrpc::Handler Typed(std::function<absl::StatusOr<Resp>(const Req&)> fn) {
   return [fn = std::move(fn)](ttrpc::RequestContext ctx, std::string payload,
                               ttrpc::Responder r) {
     // Only the main socket: a namespace socket serves containerd's tasks.
-    if (!ctx.listener_label.empty())
+    if (!keeper::ListenerLabel(ctx).empty())
       return r.Reply(absl::PermissionDeniedError("admin calls go to the shim's main socket"));
     Req req;
     if (!req.ParseFromString(payload))

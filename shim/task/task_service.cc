@@ -5,6 +5,7 @@
 #include "base/absl_fmt.h"
 #include "base/log.h"
 #include "base/worker_pool.h"
+#include "keeper/link.h"
 #include "bpf/pidfd.h"
 #include "fmt/format.h"
 #include "google/protobuf/empty.pb.h"
@@ -85,8 +86,8 @@ void TaskService::RegisterOn(ttrpc::Server& server) {
         // containerd 1.7+ name the namespace in metadata; 1.6 does not, and
         // then the socket the connection came in on names it.
         Call call{std::string(ttrpc::FindMetadata(ctx.metadata, kNamespaceKey)
-                                  .value_or(ctx.listener_label)),
-                  std::move(payload), std::move(responder), ctx.replayed};
+                                  .value_or(keeper::ListenerLabel(ctx))),
+                  std::move(payload), std::move(responder), keeper::Replayed(ctx)};
         if (!IsValidIdentifier(call.ns)) {
           call.Fail(absl::InvalidArgumentError(fmt::format(
               "request namespace {:?} is not a valid identifier (send {} metadata, or "

@@ -1,4 +1,5 @@
-// Feeds arbitrary bytes to a real ttrpc Server over a socket and runs its
+// Feeds arbitrary bytes to a real ttrpc Server over a socket (relayed to it
+// as the keeper does) and runs its
 // loop until the server has dealt with them and seen EOF. Any crash, leak or
 // undefined behaviour in request handling shows up here.
 #include <sys/socket.h>
@@ -6,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "test/support/ttrpc_socket_relay.h"
 #include "ttrpc/server.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -23,7 +25,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                      ttrpc::Responder r) { r.Reply(std::move(p)); });
   // A handler that never answers: its request must be cleaned up on close.
   server->Register("svc", "Hold", [](ttrpc::RequestContext, std::string, ttrpc::Responder) {});
-  if (!server->AddConnection(base::UniqueFd(fds[1])).ok()) return 0;
+  auto relay = std::make_unique<test::SocketRelay>(**loop, *server, opts.max_message_size);
+  if (!relay->Add(base::UniqueFd(fds[1])).ok()) return 0;
   // Responses may fill the buffer; the server copes by buffering them.
   size_t off = 0;
   while (off < size) {
@@ -33,6 +36,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   shutdown(client.get(), SHUT_WR);
   (*loop)->Run();  // ends when the server closes the connection
+  relay.reset();
   server.reset();
   return 0;
 }

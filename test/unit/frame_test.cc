@@ -26,7 +26,7 @@ TEST_CASE("a header split across reads still yields the frame") {
   auto frame = d.Next();
   REQUIRE(frame.has_value());
   CHECK(frame->header.stream_id == 7);
-  CHECK(frame->payload == "payload");
+  CHECK(frame->payload() == "payload");
   CHECK_FALSE(d.Partial());
 }
 
@@ -39,8 +39,8 @@ TEST_CASE("two frames in one read come out in order") {
   auto b = d.Next();
   REQUIRE(a.has_value());
   REQUIRE(b.has_value());
-  CHECK(a->payload == "one");
-  CHECK(b->payload == "two");
+  CHECK(a->payload() == "one");
+  CHECK(b->payload() == "two");
   CHECK(b->header.stream_id == 3);
   CHECK_FALSE(d.Next().has_value());
 }
@@ -50,7 +50,7 @@ TEST_CASE("a zero-length payload is a complete frame at once") {
   d.Feed(EncodeFrame(9, MessageType::kResponse, ""));
   auto f = d.Next();
   REQUIRE(f.has_value());
-  CHECK(f->payload.empty());
+  CHECK(f->payload().empty());
   CHECK(f->header.length == 0);
   CHECK_FALSE(d.Partial());
 }
@@ -62,7 +62,7 @@ TEST_CASE("exactly the maximum size is accepted, one byte more is not") {
   auto ok = d.Next();
   REQUIRE(ok.has_value());
   CHECK_FALSE(ok->oversized);
-  CHECK(ok->payload.size() == kMaxMessageSize);
+  CHECK(ok->payload().size() == kMaxMessageSize);
 
   std::string over(kMaxMessageSize + 1, 'y');
   d.Feed(EncodeFrame(3, MessageType::kRequest, over));
@@ -70,14 +70,14 @@ TEST_CASE("exactly the maximum size is accepted, one byte more is not") {
   REQUIRE(big.has_value());
   CHECK(big->oversized);
   CHECK(big->header.length == kMaxMessageSize + 1);
-  CHECK(big->payload.empty());
+  CHECK(big->payload().empty());
 
   // The oversized payload is skipped, so the stream stays in sync.
   d.Feed(EncodeFrame(5, MessageType::kRequest, "next"));
   auto next = d.Next();
   REQUIRE(next.has_value());
   CHECK(next->header.stream_id == 5);
-  CHECK(next->payload == "next");
+  CHECK(next->payload() == "next");
 }
 
 TEST_CASE("an oversized frame is reported as soon as its header arrives") {
@@ -104,6 +104,6 @@ TEST_CASE("a decoder's buffered bytes continue in a fresh decoder") {
     auto frame = second.Next();
     REQUIRE(frame.has_value());
     CHECK(frame->header.stream_id == 11);
-    CHECK(frame->payload == "handed over");
+    CHECK(frame->payload() == "handed over");
   }
 }

@@ -29,6 +29,7 @@
 #include "base/unique_fd.h"
 #include "base/worker_pool.h"
 #include "bpf/pidfd.h"
+#include "keeper/channel.h"
 #include "events_task.pb.h"
 #include "fmt/format.h"
 #include "google/protobuf/empty.pb.h"
@@ -304,11 +305,11 @@ class Harness {
     uint32_t stream = next_stream_ += 2;
     std::string bytes = ttrpc::EncodeRequestFrame(stream, "containerd.task.v2.Task", method,
                                                   req.SerializeAsString(), {}, absl::ZeroDuration());
-    ttrpc::FrameDecoder decoder(UINT32_MAX);
-    decoder.Feed(bytes);
-    auto frame = decoder.Next();
+    auto frame = ttrpc::FrameFromBytes(std::move(bytes));
     REQUIRE(frame.has_value());
-    thread_.Sync([&] { server_->OnRelayedFrame(1, std::move(*frame), replayed); });
+    thread_.Sync([&] {
+      server_->OnRelayedFrame(1, std::move(*frame), replayed ? keeper::kFrameReplayed : 0);
+    });
     return stream;
   }
   // The status and payload of stream's answer; fails the test after 10 s.
@@ -322,7 +323,7 @@ class Harness {
         if (!frame || frame->header.stream_id != stream) continue;
         replies_.erase(it);
         ttrpc::Response resp;
-        REQUIRE(resp.ParseFromString(frame->payload));
+        REQUIRE(resp.ParseFromArray(frame->payload().data(), static_cast<int>(frame->payload().size())));
         absl::Status st = ttrpc::StatusOf(resp);
         if (!st.ok()) return st;
         return resp.payload();

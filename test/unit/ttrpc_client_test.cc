@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
+#include "test/support/ttrpc_socket_relay.h"
 #include "test/unit/ttrpc_test_util.h"
 #include "ttrpc/client.h"
 #include "ttrpc/server.h"
@@ -45,7 +46,7 @@ struct RawServer {
     REQUIRE(f.has_value());
     *stream = f->header.stream_id;
     ttrpc::Request req;
-    REQUIRE(req.ParseFromString(f->payload));
+    REQUIRE(req.ParseFromArray(f->payload().data(), static_cast<int>(f->payload().size())));
     return req;
   }
 };
@@ -170,13 +171,15 @@ TEST_CASE("our client and our server over a unix socket, many calls in flight") 
   std::string path = std::string(dir) + "/s.sock";
   test::LoopThread lt;
   std::unique_ptr<ttrpc::Server> server;
+  std::unique_ptr<test::SocketRelay> relay;
   lt.Sync([&] {
     server = std::make_unique<ttrpc::Server>(lt.loop(), ttrpc::ServerOptions{});
     server->Register("svc", "Echo", [](ttrpc::RequestContext, std::string p,
                                        ttrpc::Responder r) { r.Reply(p); });
+    relay = std::make_unique<test::SocketRelay>(lt.loop(), *server);
     auto fd = base::ListenUnix(path);
     REQUIRE(fd.ok());
-    REQUIRE(server->Serve(std::move(*fd)).ok());
+    REQUIRE(relay->Listen(std::move(*fd)).ok());
   });
   struct stat st {};
   REQUIRE(stat(path.c_str(), &st) == 0);
@@ -202,23 +205,28 @@ TEST_CASE("our client and our server over a unix socket, many calls in flight") 
   for (auto& th : threads) th.join();
   CHECK(ok == 1600);
   clients.clear();
-  lt.Sync([&] { server.reset(); });
+  lt.Sync([&] {
+    relay.reset();
+    server.reset();
+  });
   unlink(path.c_str());
   rmdir(dir);
 }
 
-TEST_CASE("each listener's label reaches the handlers of its connections") {
+TEST_CASE("each listener's tag reaches the handlers of its connections") {
   char dir[] = "/tmp/ttrpc-test-XXXXXX";
   REQUIRE(mkdtemp(dir) != nullptr);
   std::string a = std::string(dir) + "/a.sock", b = std::string(dir) + "/b.sock";
   test::LoopThread lt;
   std::unique_ptr<ttrpc::Server> server;
+  std::unique_ptr<test::SocketRelay> relay;
   lt.Sync([&] {
     server = std::make_unique<ttrpc::Server>(lt.loop(), ttrpc::ServerOptions{});
     server->Register("svc", "Label", [](ttrpc::RequestContext ctx, std::string,
-                                        ttrpc::Responder r) { r.Reply(ctx.listener_label); });
-    REQUIRE(server->Serve(std::move(*base::ListenUnix(a)), "ns-a").ok());
-    REQUIRE(server->Serve(std::move(*base::ListenUnix(b)), "ns-b").ok());
+                                        ttrpc::Responder r) { r.Reply(ctx.connection_tag); });
+    relay = std::make_unique<test::SocketRelay>(lt.loop(), *server);
+    REQUIRE(relay->Listen(std::move(*base::ListenUnix(a)), "ns-a").ok());
+    REQUIRE(relay->Listen(std::move(*base::ListenUnix(b)), "ns-b").ok());
   });
   auto ca = ttrpc::BlockingClient::Connect(a);
   auto cb = ttrpc::BlockingClient::Connect(b);
@@ -228,7 +236,10 @@ TEST_CASE("each listener's label reaches the handlers of its connections") {
   CHECK(*(*cb)->Call("svc", "Label", "") == "ns-b");
   ca->reset();
   cb->reset();
-  lt.Sync([&] { server.reset(); });
+  lt.Sync([&] {
+    relay.reset();
+    server.reset();
+  });
   unlink(a.c_str());
   unlink(b.c_str());
   rmdir(dir);

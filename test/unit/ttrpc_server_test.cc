@@ -1,10 +1,12 @@
-// The server, driven through a raw socket: protocol errors, routing,
-// deadlines, concurrency, and clients that go away.
+// The server, driven through a raw socket relayed to it as the keeper does
+// (test::SocketRelay): protocol errors, routing, deadlines, concurrency,
+// and clients that go away.
 #include <catch2/catch.hpp>
 
 #include <condition_variable>
 #include <mutex>
 
+#include "test/support/ttrpc_socket_relay.h"
 #include "test/unit/ttrpc_test_util.h"
 #include "ttrpc/server.h"
 #include "ttrpc/ttrpc.pb.h"
@@ -20,6 +22,7 @@ using ttrpc::MessageType;
 struct Fixture {
   test::LoopThread lt;
   std::unique_ptr<ttrpc::Server> server;
+  std::unique_ptr<test::SocketRelay> relay;
   base::UniqueFd peer;  // the test's end
   std::mutex mu;
   std::condition_variable cv;
@@ -49,14 +52,18 @@ struct Fixture {
                        held.push_back(r);
                        cv.notify_all();
                      });
+    relay = std::make_unique<test::SocketRelay>(lt.loop(), *server, max);
     auto [a, b] = test::SocketPair();
     peer = std::move(a);
     lt.Sync([&, fd = b.Release()]() mutable {
-      REQUIRE(server->AddConnection(base::UniqueFd(fd)).ok());
+      REQUIRE(relay->Add(base::UniqueFd(fd)).ok());
     });
   }
   ~Fixture() {
-    lt.Sync([&] { server.reset(); });
+    lt.Sync([&] {
+      relay.reset();
+      server.reset();
+    });
   }
 
   void WaitDisconnects(size_t n) {
@@ -82,7 +89,7 @@ struct Fixture {
     REQUIRE(f->header.type == static_cast<uint8_t>(MessageType::kResponse));
     if (stream) *stream = f->header.stream_id;
     ttrpc::Response r;
-    REQUIRE(r.ParseFromString(f->payload));
+    REQUIRE(r.ParseFromArray(f->payload().data(), static_cast<int>(f->payload().size())));
     return r;
   }
 };
@@ -140,7 +147,7 @@ TEST_CASE("an unknown message type gets a clear error and closes only that conne
   // A second, healthy connection.
   auto [a, b] = test::SocketPair();
   fx.lt.Sync([&, fd = b.Release()]() mutable {
-    REQUIRE(fx.server->AddConnection(base::UniqueFd(fd)).ok());
+    REQUIRE(fx.relay->Add(base::UniqueFd(fd)).ok());
   });
 
   test::WriteAll(fx.peer.get(), EncodeFrame(1, static_cast<MessageType>(0x7f), "junk"));
@@ -154,7 +161,7 @@ TEST_CASE("an unknown message type gets a clear error and closes only that conne
   auto f = test::ReadFrame(a.get());
   REQUIRE(f.has_value());
   ttrpc::Response ok;
-  REQUIRE(ok.ParseFromString(f->payload));
+  REQUIRE(ok.ParseFromArray(f->payload().data(), static_cast<int>(f->payload().size())));
   CHECK(ok.payload() == "ok");
 }
 
