@@ -21,7 +21,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     while (auto frame = decoder.Next()) {
       if (frame->oversized) continue;
       ttrpc::Request req;
-      if (!req.ParseFromString(frame->payload)) continue;
+      const std::string_view payload = frame->payload();
+      if (!req.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) continue;
       containerd::task::v2::CreateTaskRequest create;
       (void)create.ParseFromString(req.payload());
       containerd::task::v2::KillRequest kill;
