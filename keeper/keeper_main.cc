@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "base/absl_fmt.h"
+#include "base/dir.h"
 #include "base/log.h"
 #include "base/startup_code.h"
 #include "keeper/keeper.h"
@@ -23,14 +24,15 @@ namespace {
 // FD_CLOEXEC above stdio (this process opens everything with it). Closed
 // when their state could not be read: none must reach the server or runc.
 void CloseInheritedFds() {
-  DIR* d = opendir("/proc/self/fd");
-  if (!d) return;
   std::vector<int> inherited;
-  while (dirent* e = readdir(d)) {
-    int fd = std::atoi(e->d_name);
-    if (fd > 2 && fd != dirfd(d) && fcntl(fd, F_GETFD) == 0) inherited.push_back(fd);
+  {
+    base::UniqueDir d = base::OpenDir("/proc/self/fd");
+    if (!d) return;
+    while (const dirent* e = readdir(d.get())) {
+      int fd = std::atoi(e->d_name);
+      if (fd > 2 && fd != dirfd(d.get()) && fcntl(fd, F_GETFD) == 0) inherited.push_back(fd);
+    }
   }
-  closedir(d);
   for (int fd : inherited) base::UniqueFd closed(fd);
   base::LogWarn("keeper: closed {} fds the previous keeper handed over", inherited.size());
 }
